@@ -1,0 +1,67 @@
+"""The `edgevid` command: one verb per module in `edgevid.commands`.
+
+Each command module exposes `add_parser(subparsers)` (cheap: no heavy imports) and
+`run(args) -> int`. Heavy libraries are imported inside `run`, so `edgevid --help` and the
+runtime verbs work on a device that has no torch.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import sys
+
+from edgevid import __version__
+from edgevid.errors import EdgevidError
+
+# verb -> module; the order is the order `--help` lists them.
+COMMANDS: dict[str, str] = {
+    "zoo": "edgevid.commands.zoo",
+    "data": "edgevid.commands.data",
+    "train": "edgevid.commands.train",
+    "eval": "edgevid.commands.evaluate",
+    "export": "edgevid.commands.export",
+    "compress": "edgevid.commands.compress",
+    "run": "edgevid.commands.run",
+}
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """Build the top-level parser with every available verb."""
+    parser = argparse.ArgumentParser(
+        prog="edgevid",
+        description="Video action recognition for the edge: model zoo, training, NNCF compression, "
+        "ONNX export (clip or streaming), OpenVINO/TensorRT, and a torch-free runtime.",
+    )
+    parser.add_argument("--version", action="version", version=f"edgevid {__version__}")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+    for module_name in COMMANDS.values():
+        try:
+            module = importlib.import_module(module_name)
+        except ModuleNotFoundError as exc:
+            if exc.name == module_name:  # verb not implemented in this build
+                continue
+            raise
+        module.add_parser(sub)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Entry point of the console script; returns the exit code."""
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if not getattr(args, "func", None):
+        parser.print_help()
+        return 2
+    try:
+        return int(args.func(args) or 0)
+    except EdgevidError as exc:
+        print(f"edgevid {args.command}: error: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("interrupted", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())

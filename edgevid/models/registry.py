@@ -1,0 +1,133 @@
+"""Model zoo registry: a name maps to a small builder plus a frozen config.
+
+The registry itself is plain data; the family modules (``tsm.py``, ``tsn.py``) register their
+entries when they are imported, which happens on the first lookup.
+"""
+
+from __future__ import annotations
+
+import importlib
+from dataclasses import asdict, dataclass, field, replace
+from pathlib import Path
+from typing import Any, Callable
+
+from edgevid.errors import EdgevidError
+
+WEIGHTS_DIR = Path(__file__).resolve().parent.parent / "weights"
+
+IMAGENET_MEAN = (0.485, 0.456, 0.406)
+IMAGENET_STD = (0.229, 0.224, 0.225)
+
+
+@dataclass(frozen=True)
+class WeightsSpec:
+    """A known checkpoint for a zoo entry, with everything needed to use it."""
+
+    name: str  # short tag, e.g. "synth"
+    file: str  # file name under edgevid/weights/ (shipped) or a URL-less description
+    sha256: str
+    num_classes: int
+    labels: tuple[str, ...] = ()
+    input_size: int = 112
+    frames: int = 8
+    width_mult: float = 1.0
+    dataset: str = ""
+    metrics: tuple[tuple[str, float], ...] = ()  # (name, value) measured on `dataset`
+    command: str = ""  # the exact command that reproduces the checkpoint
+
+    @property
+    def path(self) -> Path:
+        """Location of a shipped checkpoint."""
+        return WEIGHTS_DIR / self.file
+
+
+@dataclass(frozen=True)
+class ModelConfig:
+    """Frozen description of a zoo entry (timm/torchvision style)."""
+
+    name: str
+    family: str  # "tsm" | "tsn" | ...
+    backbone: str  # "resnet50" | "mobilenetv2" | ...
+    builder: str  # "module:function" building an nn.Module from this config
+    frames: int = 8
+    input_size: int = 224
+    resize: int = 256  # shorter side before the centre crop
+    mean: tuple[float, float, float] = IMAGENET_MEAN
+    std: tuple[float, float, float] = IMAGENET_STD
+    num_classes: int = 400
+    shift: str = "none"  # "none" | "bidirectional" | "causal"
+    shift_div: int = 8
+    width_mult: float = 1.0
+    can_stream: bool = False
+    description: str = ""
+    weights: tuple[WeightsSpec, ...] = ()
+    extra: tuple[tuple[str, Any], ...] = field(default=())
+
+    @property
+    def default_weights(self) -> WeightsSpec | None:
+        """The first known checkpoint that ships with the package, if any."""
+        for w in self.weights:
+            if w.path.is_file():
+                return w
+        return None
+
+    def to_dict(self) -> dict[str, Any]:
+        """JSON-ready dict (for ``edgevid zoo list --json``)."""
+        data = asdict(self)
+        data["weights"] = [
+            {k: v for k, v in asdict(w).items() if k != "labels"} | {"shipped": w.path.is_file()}
+            for w in self.weights
+        ]
+        return data
+
+
+_REGISTRY: dict[str, ModelConfig] = {}
+_ALIASES: dict[str, str] = {}
+# A model family is one file (blocks, model class, registered builders); importing it
+# registers its entries. A new family adds one line here.
+_FAMILY_MODULES = ("edgevid.models.tsm", "edgevid.models.tsn")
+
+
+def register(config: ModelConfig, aliases: tuple[str, ...] = ()) -> ModelConfig:
+    """Add a config to the zoo (names are unique)."""
+    if config.name in _REGISTRY or config.name in _ALIASES:
+        raise ValueError(f"model {config.name!r} is registered twice")
+    _REGISTRY[config.name] = config
+    for alias in aliases:
+        _ALIASES[alias] = config.name
+    return config
+
+
+def _ensure_loaded() -> None:
+    for module in _FAMILY_MODULES:
+        importlib.import_module(module)
+
+
+def list_models() -> list[ModelConfig]:
+    """All registered configs, in registration order."""
+    _ensure_loaded()
+    return list(_REGISTRY.values())
+
+
+def aliases() -> dict[str, str]:
+    """alias -> canonical name."""
+    _ensure_loaded()
+    return dict(_ALIASES)
+
+
+def get_config(name: str, **overrides: Any) -> ModelConfig:
+    """Config of a zoo entry (or alias); unknown names list the known ones."""
+    _ensure_loaded()
+    canonical = _ALIASES.get(name, name)
+    if canonical not in _REGISTRY:
+        known = ", ".join(sorted(list(_REGISTRY) + list(_ALIASES)))
+        raise EdgevidError(f"unknown model {name!r}; known models: {known}")
+    config = _REGISTRY[canonical]
+    overrides = {k: v for k, v in overrides.items() if v is not None}
+    return replace(config, **overrides) if overrides else config
+
+
+def resolve_builder(config: ModelConfig) -> Callable[[ModelConfig], Any]:
+    """Import the builder function named by ``config.builder``."""
+    module_name, func = config.builder.split(":")
+    return getattr(importlib.import_module(module_name), func)

@@ -1,0 +1,168 @@
+"""Checkpoint loading and key mapping.
+
+Understood layouts:
+- plain state dicts of our models (``backbone.<torchvision names>``, ``fc.*``);
+- our own training checkpoints: ``{"format": "edgevid", "model": ..., "config": {...},
+  "labels": [...], "state_dict": ...}`` (written by ``save_checkpoint``);
+- the official TSM repository: ``{"state_dict": ...}`` with ``module.base_model.*``, a
+  ``.net`` inside every shifted conv and ``module.new_fc.*`` as the classifier; its
+  MobileNetV2 keeps the InvertedResidual convs in one flat Sequential (``conv.0..7``);
+- the official online demo's MobileNetV2: plain ``features.*`` / ``classifier.*`` keys.
+
+Keys are matched after dropping the ``.net`` wrapper segment, so a shifted model loads a
+checkpoint of the unshifted network (and the other way round) with the same code.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from typing import Any
+
+import torch
+from torch import nn
+
+from edgevid.errors import EdgevidError
+
+CHECKPOINT_FORMAT = "edgevid"
+
+# Official TSM MobileNetV2: flat conv index -> torchvision's nested names.
+_MBV2_EXPAND = {"0": "0.0", "1": "0.1", "3": "1.0", "4": "1.1", "6": "2", "7": "3"}
+_MBV2_NO_EXPAND = {"0": "0.0", "1": "0.1", "3": "1", "4": "2"}
+_MBV2_FLAT = re.compile(r"^(backbone\.features\.(\d+)\.conv)\.(\d+)\.(.*)$")
+
+
+def sha256_of(path: str | os.PathLike) -> str:
+    """Hex sha256 of a checkpoint file."""
+    from edgevid.manifest import sha256_file
+
+    return sha256_file(path)
+
+
+def read_checkpoint(path: str | os.PathLike) -> dict[str, Any]:
+    """``torch.load`` with ``weights_only=True`` (a checkpoint is untrusted input)."""
+    if not os.path.isfile(path):
+        raise EdgevidError(f"checkpoint {path} not found")
+    try:
+        obj = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as exc:  # noqa: BLE001 - any unpickling failure is a bad file to the user
+        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise EdgevidError(f"cannot read checkpoint {path}: {first}") from exc
+    if not isinstance(obj, dict):
+        raise EdgevidError(f"checkpoint {path} holds a {type(obj).__name__}, expected a dict of tensors")
+    return obj
+
+
+def split_checkpoint(obj: dict[str, Any]) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
+    """(state dict, metadata) from any supported checkpoint object."""
+    meta: dict[str, Any] = {}
+    if obj.get("format") == CHECKPOINT_FORMAT:
+        meta = {k: v for k, v in obj.items() if k != "state_dict"}
+        state = obj["state_dict"]
+    elif "state_dict" in obj and isinstance(obj["state_dict"], dict):
+        state = obj["state_dict"]
+    elif "model" in obj and isinstance(obj["model"], dict):
+        state = obj["model"]
+    else:
+        state = obj
+    tensors = {k: v for k, v in state.items() if isinstance(v, torch.Tensor)}
+    if not tensors:
+        raise EdgevidError("checkpoint holds no tensors")
+    return tensors, meta
+
+
+def to_our_layout(state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    """Rename official TSM / online-demo / torchvision keys to ours (``.net`` kept as given)."""
+    out: dict[str, torch.Tensor] = {}
+    for key, value in state.items():
+        k = key[len("module."):] if key.startswith("module.") else key
+        if k.startswith("base_model."):
+            k = "backbone." + k[len("base_model."):]
+        elif k.startswith("new_fc."):
+            k = "fc." + k[len("new_fc."):]
+        elif k.startswith("classifier."):  # online demo / torchvision MobileNetV2 head
+            k = "fc." + k.split(".")[-1]
+        elif not k.startswith(("backbone.", "fc.")):
+            k = "backbone." + k
+        if k.startswith("backbone.fc."):  # torchvision ResNet head
+            k = "fc." + k[len("backbone.fc."):]
+        out[k] = value
+    return _unflatten_mobilenet(out)
+
+
+def _unflatten_mobilenet(state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    """Official MobileNetV2 keeps each block's convs in one flat Sequential; torchvision nests."""
+    flat_blocks = {m.group(2) for k in state if (m := _MBV2_FLAT.match(canonical_key(k)))
+                   and m.group(3) == "1" and m.group(4) == "running_mean"}
+    if not flat_blocks:
+        return state
+    max_index: dict[str, int] = {}
+    for k in state:
+        m = _MBV2_FLAT.match(canonical_key(k))
+        if m and m.group(2) in flat_blocks:
+            max_index[m.group(2)] = max(max_index.get(m.group(2), 0), int(m.group(3)))
+    out = {}
+    for key, value in state.items():
+        m = _MBV2_FLAT.match(canonical_key(key))
+        if m and m.group(2) in flat_blocks:
+            table = _MBV2_EXPAND if max_index[m.group(2)] >= 7 else _MBV2_NO_EXPAND
+            idx = table.get(m.group(3))
+            if idx is None:
+                raise EdgevidError(f"unexpected key {key} in a MobileNetV2 checkpoint")
+            net = ".net" if ".net." in key else ""
+            key = f"{m.group(1)}.{idx}{net}.{m.group(4)}"
+        out[key] = value
+    return out
+
+
+def canonical_key(key: str) -> str:
+    """Key with the shift wrapper's ``.net`` segment dropped."""
+    return key.replace(".net.", ".")
+
+
+def load_state(model: nn.Module, state: dict[str, torch.Tensor], source: str = "checkpoint") -> None:
+    """Load ``state`` (any supported layout) into ``model`` strictly, with clear errors.
+
+    The classifier follows the checkpoint: a head of another size is replaced first.
+    """
+    state = to_our_layout(state)
+    ours = model.state_dict()
+    by_canonical = {canonical_key(k): k for k in ours}
+    mapped: dict[str, torch.Tensor] = {}
+    unexpected: list[str] = []
+    for key, value in state.items():
+        target = by_canonical.get(canonical_key(key))
+        if target is None:
+            unexpected.append(key)
+        else:
+            mapped[target] = value
+    fc_w = mapped.get("fc.weight")
+    if fc_w is not None and hasattr(model, "reset_classifier") and fc_w.shape != ours["fc.weight"].shape \
+            and fc_w.shape[1:] == ours["fc.weight"].shape[1:]:
+        model.reset_classifier(fc_w.shape[0])
+        ours = model.state_dict()
+    mismatched = [f"{k} {tuple(v.shape)} vs model {tuple(ours[k].shape)}"
+                  for k, v in mapped.items() if v.shape != ours[k].shape]
+    missing = [k for k in ours if k not in mapped and not k.endswith("num_batches_tracked")]
+    problems = []
+    if mismatched:
+        problems.append(f"{len(mismatched)} shape mismatches (e.g. {'; '.join(mismatched[:3])})")
+    if missing:
+        problems.append(f"{len(missing)} missing keys (e.g. {', '.join(missing[:3])})")
+    if unexpected:
+        problems.append(f"{len(unexpected)} unexpected keys (e.g. {', '.join(unexpected[:3])})")
+    if problems:
+        name = getattr(model, "name", "") or type(model).__name__
+        raise EdgevidError(f"{source} does not fit {name}: " + "; ".join(problems)
+                           + " — is it a checkpoint for another architecture or width?")
+    model.load_state_dict({k: v.to(ours[k].dtype) for k, v in mapped.items()}, strict=False)
+
+
+def save_checkpoint(path: str | os.PathLike, model: nn.Module, model_name: str, labels: list[str],
+                    config: dict[str, Any], **extra: Any) -> None:
+    """Write our checkpoint format atomically (temp file + rename)."""
+    payload = {"format": CHECKPOINT_FORMAT, "model": model_name, "config": config, "labels": list(labels),
+               "state_dict": model.state_dict(), **extra}
+    tmp = f"{path}.tmp"
+    torch.save(payload, tmp)
+    os.replace(tmp, path)

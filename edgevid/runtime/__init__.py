@@ -1,0 +1,1 @@
+"""Torch-free runtime: load an exported artifact and run it (see `load`)."""
