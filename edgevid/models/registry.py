@@ -7,9 +7,10 @@ entries when they are imported, which happens on the first lookup.
 from __future__ import annotations
 
 import importlib
-from dataclasses import asdict, dataclass, field, replace
+from collections.abc import Callable
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 from edgevid.errors import EdgevidError
 
@@ -61,7 +62,6 @@ class ModelConfig:
     can_stream: bool = False
     description: str = ""
     weights: tuple[WeightsSpec, ...] = ()
-    extra: tuple[tuple[str, Any], ...] = field(default=())
 
     @property
     def default_weights(self) -> WeightsSpec | None:

@@ -1,0 +1,42 @@
+"""`edgevid eval`: accuracy of a zoo model (torch) on a dataset split."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+from dataclasses import asdict
+
+
+def add_parser(sub: argparse._SubParsersAction) -> None:
+    """Register `eval`."""
+    p = sub.add_parser(
+        "eval", help="measure a model's accuracy on a dataset split (torch)",
+        description="Top-1 and order-pair accuracy (telling time-reversed class pairs apart, chance 0.5) of a "
+        "zoo model on a dataset split, with the preprocessing and frame count it was trained with.",
+    )
+    p.add_argument("--model", required=True, help="zoo name, e.g. tsm")
+    p.add_argument("--data", required=True, help="dataset folder")
+    p.add_argument("--checkpoint", default="default", help="weights (default: the checkpoint shipped with the model)")
+    p.add_argument("--split", default="val", help="default: %(default)s")
+    p.add_argument("--json", action="store_true", help="print the result as JSON")
+    p.add_argument("--quiet", action="store_true", help="no progress bar")
+    p.set_defaults(func=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    """Evaluate and print."""
+    from edgevid.errors import require
+
+    require("torch", "export")
+    from edgevid.train.evaluate import evaluate_checkpoint
+
+    r = evaluate_checkpoint(args.model, args.data, args.checkpoint, args.split, progress=not args.quiet)
+    if args.json:
+        print(json.dumps(asdict(r), indent=2))
+        return 0
+    pair = "n/a (no order pairs)" if math.isnan(r.order_pair) else f"{r.order_pair:.3f} (chance 0.500)"
+    print(f"{r.model} on {args.data} [{r.split}, {r.clips} clips]: top-1 {r.top1:.3f}, order-pair {pair}")
+    for name, acc in r.per_class.items():
+        print(f"  {name:20s} {acc:.3f}")
+    return 0

@@ -1,0 +1,1 @@
+"""Training and torch-side evaluation."""
