@@ -18,6 +18,12 @@ Schema (version 1), every field JSON-serialisable:
 - ``files``: role -> file name (``onnx``, ``openvino_xml``, ``openvino_bin``, ``engine``)
 - ``provenance``: checkpoint sha256, onnx sha256, tool versions
 - ``validation``: measured difference against the torch reference at export time
+- ``build``: how the artifact was made and what a backend must honour to load it: ``opset``,
+  ``ir_version``, ``batch`` (``"dynamic"`` or the fixed size), ``static_shapes``, and
+  per-target facts, e.g. ``openvino.inference_precision`` (the CPU hint the validation used;
+  f32 for fp32 exports, since the CPU plugin defaults to bf16 on some CPUs) and
+  ``tensorrt.engine`` (``"built"``: ``files.engine`` is ready; ``"on_first_load"``: build
+  the engine on the device from ``model.onnx``)
 """
 
 from __future__ import annotations
@@ -114,6 +120,7 @@ class Manifest:
     files: dict[str, str] = field(default_factory=lambda: {"onnx": "model.onnx"})
     provenance: dict[str, Any] = field(default_factory=dict)
     validation: dict[str, Any] = field(default_factory=dict)
+    build: dict[str, Any] = field(default_factory=dict)
     schema_version: int = SCHEMA_VERSION
     edgevid_version: str = __version__
 

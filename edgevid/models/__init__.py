@@ -10,6 +10,8 @@ from edgevid.models.registry import ModelConfig, get_config, list_models, resolv
 
 __all__ = ["ModelConfig", "build_model", "get_config", "list_models", "DEFAULT_CHECKPOINT"]
 
+# Config fields a checkpoint of ours overrides: its architecture and what it was trained on.
+_FROM_CHECKPOINT = ("width_mult", "num_classes", "frames", "frame_stride", "input_size", "resize")
 # Pass as ``checkpoint`` to use the checkpoint that ships with the zoo entry.
 DEFAULT_CHECKPOINT = "default"
 
@@ -31,6 +33,7 @@ def build_model(name: str | ModelConfig, checkpoint: str | os.PathLike | None = 
     config = replace(config, **{k: v for k, v in overrides.items() if v is not None})
     labels: list[str] = []
     state = None
+    meta: dict = {}
     source = "checkpoint"
     if checkpoint == DEFAULT_CHECKPOINT:
         spec = config.default_weights
@@ -45,12 +48,16 @@ def build_model(name: str | ModelConfig, checkpoint: str | os.PathLike | None = 
         if meta:
             if meta.get("model") and get_config(meta["model"]).backbone != config.backbone:
                 raise EdgevidError(f"{checkpoint} is a {meta['model']} checkpoint, not {config.name}")
-            arch = {k: v for k, v in meta.get("config", {}).items() if k in ("width_mult", "num_classes", "frames", "input_size", "resize")}
+            arch = {k: v for k, v in meta.get("config", {}).items() if k in _FROM_CHECKPOINT}
             config = replace(config, **arch)
             labels = list(meta.get("labels", []))
     if num_classes is not None:
         config = replace(config, num_classes=num_classes)
     model = resolve_builder(config)(config)
+    if state is not None and meta.get("pruned_channels"):  # `edgevid compress --prune-channels` widths
+        from edgevid.compress.prune import shrink_to_state_dict
+
+        shrink_to_state_dict(model, state)
     if state is not None:
         weights.load_state(model, state, source=source)
         config = replace(config, num_classes=model.num_classes)

@@ -18,6 +18,10 @@ WEIGHTS_DIR = Path(__file__).resolve().parent.parent / "weights"
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
+# The classes of the built-in synthetic set (edgevid.data.synth.CLASSES), which the shipped
+# checkpoints are trained on; repeated here so the registry needs no data module.
+SYNTH_LABELS = ("moving_left", "moving_right", "moving_up", "moving_down", "rotating_cw", "rotating_ccw",
+                "growing", "shrinking", "appearing", "disappearing", "static")
 
 
 @dataclass(frozen=True)
@@ -51,6 +55,7 @@ class ModelConfig:
     backbone: str  # "resnet50" | "mobilenetv2" | ...
     builder: str  # "module:function" building an nn.Module from this config
     frames: int = 8
+    frame_stride: int = 1  # gap between the frames the model was trained on (sets the runtime's step)
     input_size: int = 224
     resize: int = 256  # shorter side before the centre crop
     mean: tuple[float, float, float] = IMAGENET_MEAN

@@ -1,0 +1,145 @@
+"""`edgevid export`: a zoo model to a validated ONNX / OpenVINO / TensorRT-ready artifact."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import warnings
+from pathlib import Path
+
+# Plain data only (no torch): `edgevid --help` stays instant.
+from edgevid.export.targets import DEFAULT_OPSET, PRECISIONS, TARGETS, target_names
+
+
+def add_parser(sub: argparse._SubParsersAction) -> None:
+    """Register `export`."""
+    targets = "; ".join(f"{name}: {t.description}" for name, t in TARGETS.items())
+    p = sub.add_parser(
+        "export", help="export a zoo model to ONNX (clip or streaming), OpenVINO IR or TensorRT-ready ONNX",
+        description="Export a zoo model, validate it against torch on the target's runtimes, and write "
+        "model files plus manifest.json into a new directory. Streaming models export in stream "
+        "mode by default: one frame in, every temporal state as an explicit input/output "
+        f"(state_in.<module> / state_out.<module>). Targets: {targets}. "
+        "'onnx' is an alias of onnxruntime (the plain ONNX artifact, validated in ONNX Runtime).",
+    )
+    p.add_argument("--model", required=True, help="zoo model name or alias (see `edgevid zoo list`)")
+    p.add_argument("--checkpoint", metavar="PATH",
+                   help="weights to export (default: the checkpoint shipped with the model, else random init)")
+    p.add_argument("--mode", choices=("clip", "stream"),
+                   help="clip: frames (N,T,3,H,W) -> logits; stream: frame + states -> logits + states "
+                        "(default: stream if the model can stream)")
+    p.add_argument("--target", default="onnxruntime", choices=target_names(), metavar="TARGET",
+                   help=f"one of {', '.join(target_names())} (default onnxruntime)")
+    p.add_argument("--precision", default="fp32", choices=PRECISIONS,
+                   help="fp16: fp16 weights and compute in the ONNX with fp32 inputs/outputs "
+                        "(OpenVINO: fp16-compressed IR weights); int8: NNCF post-training quantization "
+                        "(QDQ ONNX), calibrated on real video; default fp32")
+    p.add_argument("--calib", metavar="DATA",
+                   help="int8: dataset folder to calibrate on (its train split; the val split measures "
+                        "INT8 vs FP32). Default: the built-in synthetic set, generated once into the cache")
+    p.add_argument("--calib-size", type=int, metavar="N", help="int8: clips to calibrate on (default 24)")
+    p.add_argument("--max-accuracy-drop", type=float, metavar="X",
+                   help="int8: NNCF accuracy-controlled quantization, keeping layers in float until the val "
+                        "top-1 drops by at most X (absolute, 0.01 = 1 point)")
+    p.add_argument("--frames", type=int, metavar="T", help="frames per clip (default: the model's)")
+    p.add_argument("--size", type=int, metavar="S", help="input crop size in pixels (default: the model's)")
+    p.add_argument("--opset", type=int, default=DEFAULT_OPSET,
+                   help=f"ONNX opset (default {DEFAULT_OPSET}, the newest TensorRT 8.5 on JetPack 5 parses)")
+    p.add_argument("--uint8-input", action="store_true",
+                   help="the graph takes uint8 RGB crops, channels last, and normalises inside "
+                        "(4x less input bandwidth, less host work)")
+    p.add_argument("--batch", type=int, metavar="N",
+                   help="fix the batch size (default: dynamic; 1 for tensorrt)")
+    p.add_argument("--width-mult", type=float, metavar="W", help="MobileNetV2 width multiplier (random-init models)")
+    p.add_argument("--tolerance", type=float, metavar="TOL",
+                   help="allowed max |exported - torch| relative to each output's peak "
+                        "(default 1e-3 for fp32, 5e-2 for fp16)")
+    p.add_argument("--no-validate", action="store_true", help="skip validation against torch (not recommended)")
+    p.add_argument("--force", action="store_true", help="replace DIR if it holds an earlier export")
+    p.add_argument("-o", "--output", metavar="DIR",
+                   help="directory to create (default: exports/<model>-<mode>-<target>)")
+    p.add_argument("-q", "--quiet", action="store_true", help="no progress lines, summary only")
+    p.set_defaults(func=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    """Export, then print a one-screen summary."""
+    from edgevid.export.api import export_model
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("always")
+        warnings.showwarning = _show_warning  # one line, printed when it happens
+        manifest = export_model(
+            args.model, args.output, checkpoint=args.checkpoint, mode=args.mode, target=args.target,
+            precision=args.precision, frames=args.frames, size=args.size, opset=args.opset,
+            uint8_input=args.uint8_input, force=args.force, width_mult=args.width_mult, batch=args.batch,
+            validate=not args.no_validate, tolerance=args.tolerance, progress=not args.quiet,
+            **_int8_options(args),
+        )
+    out = (Path(args.output) if args.output else _default_dir(manifest, args)).absolute()
+    print(summary(manifest, out))
+    return 0
+
+
+def _int8_options(args: argparse.Namespace) -> dict:
+    """--calib/--calib-size/--max-accuracy-drop (export refuses them without --precision int8)."""
+    given = {"calib": args.calib, "calib_size": args.calib_size, "max_accuracy_drop": args.max_accuracy_drop}
+    return {k: v for k, v in given.items() if v is not None}
+
+
+def _show_warning(message, category, filename, lineno, file=None, line=None) -> None:
+    if category.__module__.startswith("edgevid"):
+        print(f"edgevid export: warning: {message}", file=sys.stderr, flush=True)
+
+
+def _default_dir(manifest, args: argparse.Namespace) -> Path:
+    from edgevid.export.api import default_output_dir
+
+    return default_output_dir(manifest.model, manifest.mode, manifest.target, manifest.precision, args.uint8_input)
+
+
+def _shape(shape: list) -> str:
+    return "(" + ", ".join(str(d) for d in shape) + ")"
+
+
+def summary(manifest, out: Path) -> str:
+    """The one-screen report: files, I/O, states, validation."""
+    lines = [f"exported {manifest.model} ({manifest.mode} mode, {manifest.precision}, target {manifest.target}) "
+             f"to {out}"]
+    for role, name in manifest.files.items():
+        size = (out / name).stat().st_size if (out / name).is_file() else 0
+        lines.append(f"  {name:<16} {role:<13} {size / 2**20:7.1f} MiB")
+    lines.append(f"  {'manifest.json':<16} manifest")
+    for t in manifest.inputs:
+        lines.append(f"  input   {t.name:<10} {_shape(t.shape):<24} {t.dtype:<8} {t.layout}")
+    for t in manifest.outputs:
+        lines.append(f"  output  {t.name:<10} {_shape(t.shape):<24} {t.dtype}")
+    if manifest.states:
+        shapes = list(dict.fromkeys(_shape(s.shape) for s in manifest.states))  # distinct, in order
+        lines.append(f"  states  {len(manifest.states)} pairs state_in.* -> state_out.* (batch-1 shapes "
+                     f"{', '.join(shapes[:4])}{', ...' if len(shapes) > 4 else ''})")
+    build = manifest.build
+    lines.append(f"  opset {build.get('opset')}, batch {build.get('batch')}, {len(manifest.labels)} classes, "
+                 f"weights: {manifest.provenance.get('weights')}")
+    int8 = build.get("int8")
+    if int8:
+        acc = int8.get("accuracy")
+        lines.append(f"  int8: {int8['int8_layers']} layers INT8, {len(int8['float_layers'])} kept in float"
+                     + (f" ({', '.join(int8['float_layers'][:3])}{', ...' if len(int8['float_layers']) > 3 else ''})"
+                        if int8["float_layers"] else "")
+                     + f"; calibrated on {int8['calibration']['source']} ({int8['calibration']['states']} states)")
+        if acc:
+            frame = f", per-frame {acc['frame_top1_agreement']:.1%}" if "frame_top1_agreement" in acc else ""
+            lines.append(f"  int8 vs fp32 on {acc['clips']}: top-1 {acc['int8_top1']:.3f} vs {acc['fp32_top1']:.3f}, "
+                         f"agreement per clip {acc['clip_top1_agreement']:.1%}{frame}")
+    trt = build.get("tensorrt")
+    if trt:
+        lines.append(f"  tensorrt engine: {trt['engine']}" + (f" ({trt['reason']})" if trt.get("reason") else ""))
+    if manifest.validation.get("skipped"):
+        lines.append("  validation: SKIPPED")
+    for backend, v in manifest.validation.items():
+        if isinstance(v, dict):
+            lines.append(f"  validation {backend:<12} max|diff| {v['max_abs_diff']:.2e} (logits "
+                         f"{v['max_abs_diff_logits']:.2e}, rel {v['max_rel_diff']:.1e} <= {v['tolerance']:g}), "
+                         f"top-1 agreement {v['top1_agreement']:.0%} over {v['compared']}")
+    return "\n".join(lines)

@@ -1,0 +1,147 @@
+"""ONNX Runtime backend: states stay in bound OrtValues, ping-ponged between two IOBindings.
+
+Each stream owns two buffers per state and two ``IOBinding`` objects prepared once: binding
+0 reads states from buffer A and writes the next states into buffer B, binding 1 the other
+way round. A step copies the frame into its fixed input OrtValue, runs the binding of the
+current parity and flips it, so states never make a numpy round-trip and nothing is
+re-bound per step. With the CUDA execution provider the buffers live on the GPU.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
+
+import numpy as np
+
+from edgevid.errors import MissingExtraError
+from edgevid.manifest import TensorSpec
+from edgevid.runtime.backends.base import BackendError, BackendStream, Runner, batch1_shape, initial_state
+
+# ONNX Runtime type strings -> numpy dtype names (as the manifest writes them).
+_ORT_DTYPES = {
+    "tensor(float)": "float32",
+    "tensor(float16)": "float16",
+    "tensor(double)": "float64",
+    "tensor(uint8)": "uint8",
+    "tensor(int8)": "int8",
+    "tensor(int32)": "int32",
+    "tensor(int64)": "int64",
+    "tensor(bool)": "bool",
+}
+
+
+def _spec(arg: Any) -> TensorSpec:
+    shape = [d if isinstance(d, int) else (d or "?") for d in arg.shape]
+    return TensorSpec(arg.name, shape, _ORT_DTYPES.get(arg.type, arg.type))
+
+
+class OrtRunner(Runner):
+    """ONNX Runtime on the artifact's ``model.onnx``.
+
+    Options: ``providers`` (list, default CUDA if available, else CPU), ``threads``
+    (intra-op threads, default ONNX Runtime's choice: one per physical core).
+    """
+
+    name = "onnxruntime"
+    extra = "onnxruntime"
+
+    def _load(self) -> None:
+        try:
+            import onnxruntime as ort
+        except ImportError as exc:  # a core dependency, so no extra to name
+            raise MissingExtraError(
+                f"onnxruntime is not installed ({exc}); install it with: pip install onnxruntime "
+                "(or onnxruntime-gpu for CUDA)"
+            ) from exc
+        path = self.artifact.verified_file("onnx")
+        available = ort.get_available_providers()
+        providers = self.options.get("providers") or [
+            p for p in ("CUDAExecutionProvider", "CPUExecutionProvider") if p in available
+        ]
+        opts = ort.SessionOptions()
+        opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+        if self.options.get("threads"):
+            opts.intra_op_num_threads = int(self.options["threads"])
+        self._ort = ort
+        self.session = ort.InferenceSession(str(path), opts, providers=providers)
+        # OrtValues of a stream live where the first provider computes.
+        self.device = "cuda" if self.session.get_providers()[0] == "CUDAExecutionProvider" else "cpu"
+        self._inputs = [_spec(a) for a in self.session.get_inputs()]
+        self._outputs = [_spec(a) for a in self.session.get_outputs()]
+
+    def input_specs(self) -> list[TensorSpec]:
+        """Graph inputs as ONNX Runtime reports them."""
+        self._require_loaded()
+        return list(self._inputs)
+
+    def output_specs(self) -> list[TensorSpec]:
+        """Graph outputs as ONNX Runtime reports them."""
+        self._require_loaded()
+        return list(self._outputs)
+
+    def infer(self, feeds: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
+        """One ``InferenceSession.run`` with every input given explicitly."""
+        self._require_loaded()
+        names = [o.name for o in self._outputs]
+        return dict(zip(names, self.session.run(names, dict(feeds))))
+
+    def open_stream(self) -> OrtStream:
+        """A new stream with its own state buffers and bindings."""
+        self._require_stream_mode()
+        return OrtStream(self)
+
+    def close(self) -> None:
+        """Drop the session."""
+        self.session = None
+        super().close()
+
+
+class OrtStream(BackendStream):
+    """Per-stream OrtValues and two prepared IOBindings (see the module docstring)."""
+
+    def __init__(self, runner: OrtRunner) -> None:
+        super().__init__(runner)
+        ort, dev, m = runner._ort, runner.device, runner.manifest
+
+        def value(shape: list[int], dtype: str) -> Any:
+            return ort.OrtValue.ortvalue_from_shape_and_type(shape, np.dtype(dtype), dev, 0)
+
+        frame, logits = runner.frame_input, runner.logits_output
+        self._frame_shape = tuple(batch1_shape(frame))
+        self._frame_dtype = np.dtype(frame.dtype)
+        self._frame = value(list(self._frame_shape), frame.dtype)
+        self._logits = value(batch1_shape(logits), logits.dtype)
+        self._init = [initial_state(p) for p in m.states]
+        self._buffers = [(value(p.shape, p.dtype), value(p.shape, p.dtype)) for p in m.states]
+        self._bindings = []
+        for parity in (0, 1):
+            binding = runner.session.io_binding()
+            binding.bind_ortvalue_input(frame.name, self._frame)
+            binding.bind_ortvalue_output(logits.name, self._logits)
+            for pair, bufs in zip(m.states, self._buffers):
+                binding.bind_ortvalue_input(pair.input, bufs[parity])
+                binding.bind_ortvalue_output(pair.output, bufs[1 - parity])
+            self._bindings.append(binding)
+        self._parity = 0
+        self.reset()
+
+    def step(self, frame: np.ndarray) -> np.ndarray:
+        """Copy the frame in, run the current binding, flip the parity, return the logits."""
+        if frame.shape != self._frame_shape:
+            raise BackendError(f"step expects a frame of shape {self._frame_shape}, got {frame.shape}")
+        # update_inplace copies raw bytes: it must get exactly the bound dtype and layout.
+        self._frame.update_inplace(np.ascontiguousarray(frame, dtype=self._frame_dtype))
+        self.runner.session.run_with_iobinding(self._bindings[self._parity])
+        self._parity ^= 1
+        return self._logits.numpy().copy()  # numpy() is a view of the bound buffer
+
+    def reset(self) -> None:
+        """Write the initial values into the buffers the next step reads."""
+        for init, bufs in zip(self._init, self._buffers):
+            bufs[self._parity].update_inplace(init)
+
+    def close(self) -> None:
+        """Drop the bindings and buffers."""
+        self._bindings = []
+        self._buffers = []

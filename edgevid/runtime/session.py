@@ -1,0 +1,226 @@
+"""Sessions: frames in, predictions out, over a loaded runner.
+
+- ``StreamSession`` (stream-mode artifacts): one model step per frame; the temporal states
+  stay inside the backend stream. ``every=N`` feeds only every N-th frame (the official TSM
+  online demo runs every other frame), ``smooth=K`` averages the class scores of the last K
+  predictions.
+- ``ClipSession`` (clip-mode artifacts): keeps the last T sampled frames (every
+  ``sampling.stride``-th frame) in a ring buffer and re-runs the clip model on them, one
+  prediction per sampled frame once T are in (``every=N``: every N-th sampled frame).
+
+Any number of sessions can share one runner; each has its own states.
+
+When to ``reset()`` a stream: the states summarise the frames seen so far, so reset at the
+start of a new video, after a scene cut if predictions should not carry over, and after a
+camera reconnect or any gap in the frames (the model assumes consecutive frames). Both
+sessions start reset.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+
+from edgevid.errors import EdgevidError
+from edgevid.runtime.backends.base import Runner, batch1_shape
+from edgevid.runtime.preprocess import preprocess_frame
+
+
+@dataclass(frozen=True)
+class Prediction:
+    """One prediction: raw logits, (smoothed) class probabilities, top-k, latency."""
+
+    frame: int  # index of the pushed frame (since the last reset) that produced it
+    logits: np.ndarray  # (K,) raw logits of this step or clip
+    scores: np.ndarray  # (K,) softmax probabilities, averaged over the last `smooth` predictions
+    topk: list[tuple[str, float]]  # (label, score), best first
+    latency_ms: dict[str, float] = field(default_factory=dict)  # "preprocess", "infer"
+
+    @property
+    def label(self) -> str:
+        """Top-1 label."""
+        return self.topk[0][0]
+
+    @property
+    def score(self) -> float:
+        """Top-1 (smoothed) probability."""
+        return self.topk[0][1]
+
+    def to_dict(self) -> dict[str, Any]:
+        """JSON-ready summary (no arrays)."""
+        return {
+            "frame": self.frame,
+            "label": self.label,
+            "score": round(self.score, 6),
+            "topk": [{"label": lab, "score": round(s, 6)} for lab, s in self.topk],
+            "latency_ms": {k: round(v, 3) for k, v in self.latency_ms.items()},
+        }
+
+
+def softmax(logits: np.ndarray) -> np.ndarray:
+    """Numerically stable softmax over the last axis (float32)."""
+    z = logits.astype(np.float32) - logits.max(axis=-1, keepdims=True)
+    e = np.exp(z)
+    return e / e.sum(axis=-1, keepdims=True)
+
+
+class _Session:
+    def __init__(self, runner: Runner, mode: str, topk: int, smooth: int, every: int) -> None:
+        if not runner.is_loaded:
+            raise EdgevidError("the runner is not loaded: create it with edgevid.runtime.load()")
+        if runner.manifest.mode != mode:
+            other = "ClipSession" if mode == "stream" else "StreamSession"
+            raise EdgevidError(
+                f"{runner.manifest.model} was exported in {runner.manifest.mode} mode; use {other} "
+                "(or edgevid.runtime.open_session, which picks the right one)"
+            )
+        for name, value in (("topk", topk), ("smooth", smooth), ("every", every)):
+            if int(value) < 1:
+                raise EdgevidError(f"{name} must be >= 1, got {value}")
+        self.runner = runner
+        self.labels = list(runner.manifest.labels)
+        self.preprocess = runner.manifest.preprocess
+        self.topk = min(int(topk), len(self.labels))
+        self.smooth = int(smooth)
+        self.every = int(every)
+        # Class probabilities of the last `smooth` predictions, a ring of rows.
+        self._probs = np.zeros((self.smooth, len(self.labels)), np.float32)
+        self._predicted = 0
+        self._pushed = 0
+        self.last: Prediction | None = None
+
+    def _predict(self, logits: np.ndarray, frame: int, latency: dict[str, float]) -> Prediction:
+        # Few numpy calls on purpose: right after a model step the caches are cold and each
+        # call costs ~10x its warm time; this runs once per prediction.
+        row = self._probs[self._predicted % self.smooth]
+        np.exp(logits - logits.max(), out=row)
+        row /= row.sum()
+        self._predicted += 1
+        n = min(self._predicted, self.smooth)
+        scores = row.copy() if n == 1 else self._probs[:n].mean(axis=0)
+        best = np.argsort(-scores, kind="stable")[: self.topk]
+        topk = list(zip([self.labels[i] for i in best], scores[best].tolist()))
+        pred = Prediction(frame, logits, scores, topk, latency)
+        self.last = pred
+        return pred
+
+    def _reset_common(self) -> None:
+        self._predicted = 0
+        self._pushed = 0
+        self.last = None
+
+    def push(self, frame: np.ndarray) -> Prediction | None:
+        """Feed one BGR frame (any size, grayscale or BGRA too); a Prediction, or None if none is due."""
+        index = self._pushed
+        self._pushed += 1
+        if not self._wants(index):
+            return None
+        t0 = time.perf_counter()
+        x = preprocess_frame(frame, self.preprocess)
+        return self._consume(x, index, (time.perf_counter() - t0) * 1e3)
+
+    def push_input(self, x: np.ndarray) -> Prediction | None:
+        """Like ``push`` for a frame already preprocessed (CHW float32, or HWC uint8)."""
+        index = self._pushed
+        self._pushed += 1
+        if not self._wants(index):
+            return None
+        return self._consume(x, index, 0.0)
+
+    def _wants(self, index: int) -> bool:
+        raise NotImplementedError
+
+    def _consume(self, x: np.ndarray, index: int, preprocess_ms: float) -> Prediction | None:
+        raise NotImplementedError
+
+    def close(self) -> None:
+        """Release per-session backend resources."""
+
+    def __enter__(self) -> _Session:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+
+class StreamSession(_Session):
+    """Per-frame predictions from a streaming model; states live in the backend stream."""
+
+    def __init__(self, runner: Runner, *, topk: int = 5, smooth: int | None = None, every: int | None = None) -> None:
+        # Defaults reproduce what the model was trained on: steps ``sampling.stride`` frames
+        # apart (the temporal gap its shift learned), scores averaged over the last
+        # ``sampling.frames`` steps (the clip's average consensus).
+        sampling = runner.manifest.sampling
+        super().__init__(runner, "stream", topk, smooth or sampling.frames, every or sampling.stride)
+        self._stream = runner.open_stream()
+
+    def _wants(self, index: int) -> bool:
+        return index % self.every == 0
+
+    def _consume(self, x: np.ndarray, index: int, preprocess_ms: float) -> Prediction:
+        t0 = time.perf_counter()
+        logits = self._stream.step(x[None])
+        infer_ms = (time.perf_counter() - t0) * 1e3
+        return self._predict(logits[0], index, {"preprocess": preprocess_ms, "infer": infer_ms})
+
+    def reset(self) -> None:
+        """Back to the initial states: new video, scene cut, camera reconnect, gap in frames."""
+        self._stream.reset()
+        self._reset_common()
+
+    def close(self) -> None:
+        """Release the backend stream."""
+        self._stream.close()
+
+
+class ClipSession(_Session):
+    """Clip-model predictions over a ring buffer of the last T sampled frames."""
+
+    def __init__(self, runner: Runner, *, topk: int = 5, smooth: int | None = None, every: int | None = None) -> None:
+        super().__init__(runner, "clip", topk, smooth or 1, every or 1)
+        spec = runner.frame_input
+        self.frames = runner.manifest.sampling.frames
+        self.stride = runner.manifest.sampling.stride
+        shape = batch1_shape(spec)  # (1, T, ...) frames input
+        if len(shape) < 3 or shape[1] != self.frames:
+            raise EdgevidError(f"clip input {spec.name} {spec.shape} does not hold {self.frames} frames")
+        # Every frame is written twice, at i and i + T, so the last T frames in time order
+        # are always the contiguous slice [w, w + T) (w = next write slot): no copy to assemble.
+        self._ring = np.zeros((2 * self.frames, *shape[2:]), np.dtype(spec.dtype))
+        self._input, self._output = spec.name, runner.logits_output.name
+        self._reset_ring()
+
+    def _reset_ring(self) -> None:
+        self._write = 0
+        self._filled = 0
+
+    def _wants(self, index: int) -> bool:
+        return index % self.stride == 0
+
+    def _consume(self, x: np.ndarray, index: int, preprocess_ms: float) -> Prediction | None:
+        t = self.frames
+        self._ring[self._write] = x
+        self._ring[self._write + t] = x
+        self._write = (self._write + 1) % t
+        self._filled += 1
+        if self._filled < t or (self._filled - t) % self.every:
+            return None
+        clip = self._ring[self._write : self._write + t]
+        t0 = time.perf_counter()
+        logits = self.runner.infer({self._input: clip[None]})[self._output]
+        infer_ms = (time.perf_counter() - t0) * 1e3
+        return self._predict(logits[0], index, {"preprocess": preprocess_ms, "infer": infer_ms})
+
+    def reset(self) -> None:
+        """Empty the ring buffer (the next prediction needs T new sampled frames)."""
+        self._reset_ring()
+        self._reset_common()
+
+
+def open_session(runner: Runner, **options: Any) -> StreamSession | ClipSession:
+    """The session that fits the artifact's mode (``topk``, ``smooth``, ``every`` as keywords)."""
+    cls = StreamSession if runner.manifest.mode == "stream" else ClipSession
+    return cls(runner, **options)
