@@ -78,8 +78,7 @@ def open_artifact(directory: str | os.PathLike) -> Artifact:
     manifest = Manifest.load(directory)
     if not manifest.inputs or not manifest.outputs:
         raise ArtifactError(f"{directory}/manifest.json lists no inputs or no outputs")
-    if manifest.mode == "stream" and not manifest.states:
-        raise ArtifactError(f"{directory}/manifest.json is a stream-mode manifest without states")
+    # A stream manifest may have no states: a stateless model (TSN) streams as per-frame scoring.
     classes = manifest.outputs[0].shape[-1] if manifest.outputs[0].shape else None
     if isinstance(classes, int) and classes != len(manifest.labels):
         raise ArtifactError(
