@@ -206,3 +206,16 @@ def test_console_script_is_installed():
     proc = subprocess.run(["edgevid", "zoo", "list", "--json"], capture_output=True, text=True)
     assert proc.returncode == 0, proc.stderr
     assert "tsm-mobilenetv2-online" in proc.stdout
+
+
+def test_our_checkpoint_of_another_family_is_refused(tmp_path):
+    from edgevid.models.weights import save_checkpoint
+
+    source = small("tsm-mobilenetv2-online")
+    save_checkpoint(tmp_path / "tsm.pt", source, "tsm-mobilenetv2-online", [f"c{i}" for i in range(CLASSES)],
+                    {"width_mult": 0.5, "num_classes": CLASSES})
+    # the keys would fit (TSN is TSM without the shift): only the recorded model name tells
+    with pytest.raises(EdgevidError, match="is a tsm-mobilenetv2-online checkpoint, not tsn-mobilenetv2"):
+        build_model("tsn-mobilenetv2", checkpoint=tmp_path / "tsm.pt")
+    offline = build_model("tsm-mobilenetv2", checkpoint=tmp_path / "tsm.pt")  # online -> offline init is fine
+    assert offline.labels == [f"c{i}" for i in range(CLASSES)]

@@ -19,6 +19,8 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--data", required=True, help="dataset folder")
     p.add_argument("--checkpoint", default="default", help="weights (default: the checkpoint shipped with the model)")
     p.add_argument("--split", default="val", help="default: %(default)s")
+    p.add_argument("--skip-unreadable", action="store_true",
+                   help="leave out videos that cannot be decoded (counted and reported) instead of failing")
     p.add_argument("--json", action="store_true", help="print the result as JSON")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
     p.set_defaults(func=run)
@@ -31,12 +33,14 @@ def run(args: argparse.Namespace) -> int:
     require("torch", "export")
     from edgevid.train.evaluate import evaluate_checkpoint
 
-    r = evaluate_checkpoint(args.model, args.data, args.checkpoint, args.split, progress=not args.quiet)
+    r = evaluate_checkpoint(args.model, args.data, args.checkpoint, args.split,
+                            on_error="skip" if args.skip_unreadable else "raise", progress=not args.quiet)
     if args.json:
         print(json.dumps(asdict(r), indent=2))
         return 0
     pair = "n/a (no order pairs)" if math.isnan(r.order_pair) else f"{r.order_pair:.3f} (chance 0.500)"
-    print(f"{r.model} on {args.data} [{r.split}, {r.clips} clips]: top-1 {r.top1:.3f}, order-pair {pair}")
+    skipped = f", {r.skipped} unreadable skipped" if r.skipped else ""
+    print(f"{r.model} on {args.data} [{r.split}, {r.clips} clips{skipped}]: top-1 {r.top1:.3f}, order-pair {pair}")
     for name, acc in r.per_class.items():
         print(f"  {name:20s} {acc:.3f}")
     return 0

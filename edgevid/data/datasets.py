@@ -74,7 +74,10 @@ class VideoClipDataset:
             results = _scan(kept, workers or min(4, os.cpu_count() or 1))
             bad = [(s, r) for s, r in zip(kept, results) if isinstance(r, VideoDecodeError)]
             if bad and on_error == "raise":
-                raise VideoDecodeError(f"{bad[0][1]}; set on_error='skip' to leave unreadable videos out")
+                raise VideoDecodeError(
+                    f"{len(bad)} of {self.total} videos in {self.source} cannot be read, e.g. {bad[0][1]}; "
+                    "set on_error='skip' (command line: --skip-unreadable) to leave them out"
+                )
             self.skipped = [s.path for s, _ in bad]
             pairs = [(s, r) for s, r in zip(kept, results) if not isinstance(r, VideoDecodeError)]
             kept, counts = [s for s, _ in pairs], [int(r) for _, r in pairs]  # type: ignore[arg-type]

@@ -46,8 +46,11 @@ def build_model(name: str | ModelConfig, checkpoint: str | os.PathLike | None = 
         source = str(checkpoint)
         state, meta = weights.split_checkpoint(weights.read_checkpoint(checkpoint))
         if meta:
-            if meta.get("model") and get_config(meta["model"]).backbone != config.backbone:
-                raise EdgevidError(f"{checkpoint} is a {meta['model']} checkpoint, not {config.name}")
+            # Same family and backbone required; the shift mode may differ (fine-tuning an
+            # online model from an offline checkpoint is how the TSM authors made theirs).
+            other = get_config(meta["model"]) if meta.get("model") else config
+            if (other.family, other.backbone) != (config.family, config.backbone):
+                raise EdgevidError(f"{checkpoint} is a {other.name} checkpoint, not {config.name}")
             arch = {k: v for k, v in meta.get("config", {}).items() if k in _FROM_CHECKPOINT}
             config = replace(config, **arch)
             labels = list(meta.get("labels", []))

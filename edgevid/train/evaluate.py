@@ -18,6 +18,22 @@ class EvalResult:
     skipped: int = 0
 
 
+def _class_difference(data: list[str], model: list[str]) -> str:
+    """What differs between a dataset's class list and a model's labels, in a few words."""
+    def few(names: list[str]) -> str:
+        return ", ".join(names[:4]) + (", ..." if len(names) > 4 else "")
+
+    missing, extra = [c for c in model if c not in data], [c for c in data if c not in model]
+    if len(data) == len(model) and not missing and not extra:
+        return f"same {len(data)} names in another order (dataset: {few(data)}; checkpoint: {few(model)})"
+    parts = [f"dataset has {len(data)} ({few(data)}), checkpoint {len(model)} ({few(model)})"]
+    if extra:
+        parts.append(f"not in the checkpoint: {few(extra)}")
+    if missing:
+        parts.append(f"not in the dataset: {few(missing)}")
+    return "; ".join(parts)
+
+
 def evaluate_checkpoint(model_name: str, data: str, checkpoint: str | None = "default", split: str = "val",
                         batch_size: int = 8, workers: int = 1, on_error: str = "raise",
                         progress: bool = True) -> EvalResult:
@@ -44,8 +60,8 @@ def evaluate_checkpoint(model_name: str, data: str, checkpoint: str | None = "de
     dataset = make_torch_dataset(data, split, spec, ClipSampler(cfg.frames), train=False, on_error=on_error,
                                  augment=False)
     if dataset.classes != model.labels:
-        raise EdgevidError(f"the classes of {data} ({len(dataset.classes)}) are not the model's "
-                           f"({len(model.labels)}: {', '.join(model.labels[:4])}, ...)")
+        raise EdgevidError(f"the classes of {data} do not match the checkpoint's: "
+                           f"{_class_difference(dataset.classes, model.labels)}")
     loader = DataLoader(dataset, batch_size=batch_size, num_workers=workers)
     logits, labels = predict(model, loader, progress, desc=f"eval {cfg.name}")
     classes = dataset.classes

@@ -1,5 +1,10 @@
 """Fine-tuning a zoo model on a video dataset (CPU-friendly), with evaluation each epoch,
-the best checkpoint kept, and resumption from the last epoch."""
+the best checkpoint kept, and resumption from the last epoch.
+
+Resumption restores the model, optimizer, schedule, the global torch RNG and the data
+order, so with ``workers=0`` a run resumed after epoch k ends with the same weights as an
+uninterrupted one (with worker processes the augmentation draws differ after a resume).
+"""
 
 from __future__ import annotations
 
@@ -9,6 +14,7 @@ import sys
 import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import torch
@@ -16,6 +22,9 @@ from torch import nn
 
 from edgevid.errors import EdgevidError
 from edgevid.manifest import Preprocess
+
+if TYPE_CHECKING:
+    from torch.utils.data import DataLoader
 
 
 @dataclass
@@ -62,6 +71,10 @@ class EpochResult:
     seconds: float
 
 
+# The fields a resumed run must share with the run that wrote <out>.last.
+_RESUME_KEYS = ("model", "width_mult", "frames", "size", "resize", "sampling", "batch_size")
+
+
 def last_path(out: str | os.PathLike) -> Path:
     """Where the resumable state of the latest epoch lives, next to the best checkpoint."""
     return Path(f"{out}.last")
@@ -80,7 +93,64 @@ def predict(model: nn.Module, loader, progress: bool = False, desc: str = "eval"
     return np.concatenate(logits), np.concatenate(labels)
 
 
-def _loaders(cfg: TrainConfig):
+def check_config(cfg: TrainConfig) -> None:
+    """Refuse settings that cannot train, with the option's name, before any data is read."""
+    from edgevid.data.datasets import ON_ERROR
+    from edgevid.data.sampling import SAMPLING_MODES
+    from edgevid.models import get_config
+
+    get_config(cfg.model)  # unknown model: the error lists the known ones
+    for name, value, low in (("--epochs", cfg.epochs, 1), ("--batch-size", cfg.batch_size, 1),
+                             ("--frames", cfg.frames, 1), ("--size", cfg.size, 16), ("--workers", cfg.workers, 0)):
+        if value < low:
+            raise EdgevidError(f"{name} must be at least {low}, got {value}")
+    if cfg.resize is not None and cfg.resize < cfg.size:
+        raise EdgevidError(f"resize ({cfg.resize}) must be at least the crop --size ({cfg.size})")
+    if not cfg.lr > 0:
+        raise EdgevidError(f"--lr must be > 0, got {cfg.lr}")
+    if cfg.width_mult is not None and not cfg.width_mult > 0:
+        raise EdgevidError(f"--width must be > 0, got {cfg.width_mult}")
+    if cfg.sampling not in SAMPLING_MODES:
+        raise EdgevidError(f"--sampling must be one of {', '.join(SAMPLING_MODES)}, got {cfg.sampling!r}")
+    if cfg.on_error not in ON_ERROR:
+        raise EdgevidError(f"on_error must be one of {', '.join(ON_ERROR)}, got {cfg.on_error!r}")
+    out = Path(cfg.out)
+    if out.is_dir():
+        raise EdgevidError(f"-o {out} is a directory: give the checkpoint file to write, e.g. {out / 'model.pt'}")
+    if out.parent.exists() and not out.parent.is_dir():
+        raise EdgevidError(f"cannot write {out}: {out.parent} is not a directory")
+
+
+def _resume_config(cfg: TrainConfig) -> dict[str, Any]:
+    """The settings recorded in ``<out>.last`` that a resumed run must repeat (model name canonical)."""
+    from edgevid.models import get_config
+
+    return {k: v for k, v in asdict(cfg).items() if k in _RESUME_KEYS} | {"model": get_config(cfg.model).name}
+
+
+def _resume_state(cfg: TrainConfig) -> dict[str, Any]:
+    """The state saved at ``<out>.last``, checked against this run's settings (classes: by the caller)."""
+    path = last_path(cfg.out)
+    if not path.is_file():
+        raise EdgevidError(f"nothing to resume: {path} not found (train without --resume first)")
+    try:
+        state = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as exc:  # noqa: BLE001 - a truncated or foreign file is a user-facing problem
+        raise EdgevidError(f"cannot resume from {path}: the file is damaged or was not written by edgevid train "
+                           f"({type(exc).__name__}); delete it and train without --resume") from exc
+    if not isinstance(state, dict) or not {"model", "optimizer", "scheduler", "epoch"} <= state.keys():
+        raise EdgevidError(f"cannot resume from {path}: not a training state written by edgevid train")
+    saved = state.get("config", {})
+    now = _resume_config(cfg)
+    changed = [f"{k} {saved[k]} -> {now[k]}" for k in _RESUME_KEYS if k in saved and saved[k] != now[k]]
+    if changed:
+        raise EdgevidError(f"cannot resume from {path}: it was trained with other settings ({'; '.join(changed)});"
+                           " use the same settings, or train from scratch without --resume")
+    return state
+
+
+def _loaders(cfg: TrainConfig, generator: torch.Generator) -> tuple[DataLoader, DataLoader, list[str]]:
+    """Train and val loaders of ``cfg.data`` (train order drawn from ``generator``) and the class names."""
     from torch.utils.data import DataLoader
 
     from edgevid.data.sampling import ClipSampler
@@ -93,12 +163,26 @@ def _loaders(cfg: TrainConfig):
         raise EdgevidError(f"train and val splits of {cfg.data} have different classes")
     if len(train.classes) < 2:
         raise EdgevidError(f"{cfg.data} has only one class ({train.classes[0]}): a classifier needs at least two")
-    generator = torch.Generator().manual_seed(cfg.seed)
+    if [s.path for s in train.clips.samples] == [s.path for s in val.clips.samples]:
+        print(f"note: {cfg.data} has no val split (val.txt or val/): validating on the training videos",
+              file=sys.stderr)
     common = {"num_workers": cfg.workers, "persistent_workers": cfg.workers > 0}
     train_loader = DataLoader(train, batch_size=cfg.batch_size, shuffle=True, drop_last=len(train) > cfg.batch_size,
                               generator=generator, **common)
     val_loader = DataLoader(val, batch_size=cfg.batch_size, shuffle=False, **common)
     return train_loader, val_loader, train.classes
+
+
+def _frame_stride(cfg: TrainConfig, num_frames: list[int | None]) -> int:
+    """The typical gap between the frames the model sees in training.
+
+    The streaming runtime steps the model this many frames apart, so its temporal shift sees
+    the frame gap it learned (segment sampling of a 16-frame video into 8 segments: 2).
+    """
+    if cfg.sampling == "dense":
+        return 1
+    counts = [n for n in num_frames if n]
+    return max(1, round(float(np.median(counts)) / cfg.frames)) if counts else 1
 
 
 def train(cfg: TrainConfig) -> list[EpochResult]:
@@ -109,11 +193,16 @@ def train(cfg: TrainConfig) -> list[EpochResult]:
     from edgevid.models.weights import save_checkpoint
     from edgevid.report.metrics import known_order_pairs, order_pair_accuracy, top1_accuracy
 
-    if cfg.epochs < 1:
-        raise EdgevidError("--epochs must be at least 1")
+    check_config(cfg)
     torch.manual_seed(cfg.seed)
     np.random.seed(cfg.seed)
-    train_loader, val_loader, classes = _loaders(cfg)
+    state = _resume_state(cfg) if cfg.resume else None  # before reading data: fail fast
+    generator = torch.Generator().manual_seed(cfg.seed)  # the order of training clips
+    train_loader, val_loader, classes = _loaders(cfg, generator)
+    if state is not None and list(state.get("classes", classes)) != classes:
+        raise EdgevidError(f"cannot resume from {last_path(cfg.out)}: it was trained on other classes "
+                           f"({len(state['classes'])}: {', '.join(state['classes'][:4])}, ...) than {cfg.data} has "
+                           f"({len(classes)}: {', '.join(classes[:4])}, ...)")
     pairs = known_order_pairs(classes)
     model = build_model(cfg.model, checkpoint=cfg.checkpoint, width_mult=cfg.width_mult)
     if model.num_classes != len(classes):
@@ -123,18 +212,27 @@ def train(cfg: TrainConfig) -> list[EpochResult]:
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda s: 0.5 * (1 + math.cos(math.pi * min(s, steps) / steps)))
     history: list[EpochResult] = []
     best, start = -1.0, 0
-    if cfg.resume:
-        path = last_path(cfg.out)
-        if not path.is_file():
-            raise EdgevidError(f"nothing to resume: {path} not found")
-        state = torch.load(path, map_location="cpu", weights_only=True)
-        model.load_state_dict(state["model"])
-        optimizer.load_state_dict(state["optimizer"])
+    if state is not None:
+        try:
+            model.load_state_dict(state["model"])
+            optimizer.load_state_dict(state["optimizer"])
+        except (RuntimeError, ValueError) as exc:
+            lines = [line.strip() for line in str(exc).splitlines() if line.strip()]
+            detail = lines[1] if len(lines) > 1 and lines[0].endswith(":") else (lines or [""])[0]
+            raise EdgevidError(f"cannot resume from {last_path(cfg.out)}: it does not fit {cfg.model} with these "
+                               f"settings (another --model or --width?): {detail[:200]}") from exc
         scheduler.load_state_dict(state["scheduler"])
         torch.set_rng_state(state["rng"])
+        if "loader_rng" in state:
+            generator.set_state(state["loader_rng"])
         start, best = state["epoch"], state["best"]
         history = [EpochResult(**h) for h in state["history"]]
+        if start >= cfg.epochs:
+            print(f"{last_path(cfg.out)} has already trained {start} epochs (--epochs {cfg.epochs}): nothing to do",
+                  file=sys.stderr)
+    Path(cfg.out).parent.mkdir(parents=True, exist_ok=True)
     arch = {"width_mult": model.config.width_mult, "num_classes": len(classes), "frames": cfg.frames,
+            "frame_stride": _frame_stride(cfg, train_loader.dataset.clips.num_frames),
             "input_size": cfg.size, "resize": cfg.preprocess.resize}
     loss_fn = nn.CrossEntropyLoss()
     for epoch in range(start, cfg.epochs):
@@ -158,7 +256,7 @@ def train(cfg: TrainConfig) -> list[EpochResult]:
         improved = result.val_top1 > best
         if improved:
             best = result.val_top1
-            save_checkpoint(cfg.out, model, cfg.model, classes, arch, epoch=result.epoch,
+            save_checkpoint(cfg.out, model, model.config.name, classes, arch, epoch=result.epoch,
                             metrics={"val_top1": result.val_top1, "val_order_pair": result.val_pair},
                             train_config={k: v for k, v in asdict(cfg).items() if v is not None})
         # One line per epoch even with --quiet: the log of what happened.
@@ -167,7 +265,9 @@ def train(cfg: TrainConfig) -> list[EpochResult]:
               file=sys.stderr)
         tmp = f"{last_path(cfg.out)}.tmp"
         torch.save({"model": model.state_dict(), "optimizer": optimizer.state_dict(),
-                    "scheduler": scheduler.state_dict(), "rng": torch.get_rng_state(), "epoch": epoch + 1,
-                    "best": best, "history": [asdict(h) for h in history]}, tmp)
+                    "scheduler": scheduler.state_dict(), "rng": torch.get_rng_state(),
+                    "loader_rng": generator.get_state(), "epoch": epoch + 1, "best": best,
+                    "history": [asdict(h) for h in history], "classes": list(classes),
+                    "config": _resume_config(cfg)}, tmp)
         os.replace(tmp, last_path(cfg.out))
     return history
