@@ -429,7 +429,8 @@ def test_staged_directory_replaces_an_export_only_on_success(tmp_path):
 
 def test_random_weights_are_announced_and_recorded(tmp_path):
     with pytest.warns(UserWarning, match="RANDOM weights"):
-        manifest = export_model("tsn-mobilenetv2", tmp_path / "r", mode="clip", target="tensorrt", frames=2, size=32,
+        # an entry that ships no checkpoint (tsm / tsn-mobilenetv2 would use theirs)
+        manifest = export_model("tsm-mobilenetv2", tmp_path / "r", mode="clip", target="tensorrt", frames=2, size=32,
                                 width_mult=0.25, num_classes=3, validate=False, progress=False)
     assert manifest.provenance["weights"] == "random-init" and manifest.provenance["checkpoint_sha256"] is None
     assert manifest.validation == {"skipped": True}
