@@ -127,7 +127,8 @@ def summary(manifest, out: Path) -> str:
         lines.append(f"  int8: {int8['int8_layers']} layers INT8, {len(int8['float_layers'])} kept in float"
                      + (f" ({', '.join(int8['float_layers'][:3])}{', ...' if len(int8['float_layers']) > 3 else ''})"
                         if int8["float_layers"] else "")
-                     + f"; calibrated on {int8['calibration']['source']} ({int8['calibration']['states']} states)")
+                     + f"; calibrated on {int8['calibration']['source']}"
+                     + (f" ({int8['calibration']['states']} states)" if int8["calibration"]["states"] != "none" else ""))
         if acc:
             frame = f", per-frame {acc['frame_top1_agreement']:.1%}" if "frame_top1_agreement" in acc else ""
             lines.append(f"  int8 vs fp32 on {acc['clips']}: top-1 {acc['int8_top1']:.3f} vs {acc['fp32_top1']:.3f}, "
