@@ -63,6 +63,8 @@ class Runner(ABC):
         self.artifact = artifact
         self.options = options
         self._loaded = False
+        self._inputs: list[TensorSpec] = []
+        self._outputs: list[TensorSpec] = []
 
     @property
     def manifest(self) -> Manifest:
@@ -100,15 +102,18 @@ class Runner(ABC):
 
     @abstractmethod
     def _load(self) -> None:
-        """Backend-specific loading (sessions, compiled models, engines)."""
+        """Backend-specific loading (sessions, compiled models, engines); sets ``_inputs`` and
+        ``_outputs`` to the specs the backend reports for the model file."""
 
-    @abstractmethod
     def input_specs(self) -> list[TensorSpec]:
         """Every graph input (state inputs included) as the backend reports it."""
+        self._require_loaded()
+        return list(self._inputs)
 
-    @abstractmethod
     def output_specs(self) -> list[TensorSpec]:
         """Every graph output (state outputs included) as the backend reports it."""
+        self._require_loaded()
+        return list(self._outputs)
 
     @abstractmethod
     def infer(self, feeds: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:

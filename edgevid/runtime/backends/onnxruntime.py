@@ -70,15 +70,7 @@ class OrtRunner(Runner):
         self._inputs = [_spec(a) for a in self.session.get_inputs()]
         self._outputs = [_spec(a) for a in self.session.get_outputs()]
 
-    def input_specs(self) -> list[TensorSpec]:
-        """Graph inputs as ONNX Runtime reports them."""
-        self._require_loaded()
-        return list(self._inputs)
 
-    def output_specs(self) -> list[TensorSpec]:
-        """Graph outputs as ONNX Runtime reports them."""
-        self._require_loaded()
-        return list(self._outputs)
 
     def infer(self, feeds: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
         """One ``InferenceSession.run`` with every input given explicitly."""

@@ -77,15 +77,7 @@ class OpenVinoRunner(Runner):
         """The file OpenVINO reads (IR or ONNX)."""
         return f"{self.artifact.directory.name}/{self._path.name}"
 
-    def input_specs(self) -> list[TensorSpec]:
-        """Graph inputs of the model file, before any stateful transformation."""
-        self._require_loaded()
-        return list(self._inputs)
 
-    def output_specs(self) -> list[TensorSpec]:
-        """Graph outputs of the model file, before any stateful transformation."""
-        self._require_loaded()
-        return list(self._outputs)
 
     def compile_config(self) -> dict[str, str]:
         """The properties models are compiled with."""

@@ -201,16 +201,6 @@ class TensorRTRunner(Runner):
         """The engine file."""
         return f"{self.artifact.directory.name}/{self.engine_path.name}"
 
-    def input_specs(self) -> list[TensorSpec]:
-        """Engine inputs (dynamic dims as ``"?"``)."""
-        self._require_loaded()
-        return list(self._inputs)
-
-    def output_specs(self) -> list[TensorSpec]:
-        """Engine outputs (dynamic dims as ``"?"``)."""
-        self._require_loaded()
-        return list(self._outputs)
-
     def infer(self, feeds: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
         """One synchronous call with every input explicit (not thread-safe: one context, reused).
 
