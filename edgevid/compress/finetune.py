@@ -35,12 +35,13 @@ def _loader(spec: DataSpec, split: str, train: bool, seed: int = 0):
 
     from edgevid.data.sampling import ClipSampler
     from edgevid.data.torch_dataset import make_torch_dataset
+    from edgevid.train.trainer import loader_workers
 
     dataset = make_torch_dataset(spec.root, split, spec.preprocess, ClipSampler(spec.frames), train=train,
                                  on_error="skip", augment=train)
     generator = torch.Generator().manual_seed(seed)
     return DataLoader(dataset, batch_size=spec.batch_size, shuffle=train, generator=generator,
-                      num_workers=spec.workers, drop_last=train and len(dataset) > spec.batch_size)
+                      drop_last=train and len(dataset) > spec.batch_size, **loader_workers(spec.workers))
 
 
 def finetune(model: nn.Module, spec: DataSpec, epochs: int, lr: float = 5e-4, seed: int = 0,

@@ -52,7 +52,7 @@ def evaluate_checkpoint(model_name: str, data: str, checkpoint: str | None = "de
         per_class_accuracy,
         top1_accuracy,
     )
-    from edgevid.train.trainer import predict
+    from edgevid.train.trainer import loader_workers, predict
 
     model = build_model(model_name, checkpoint=checkpoint)
     cfg = model.config
@@ -62,7 +62,7 @@ def evaluate_checkpoint(model_name: str, data: str, checkpoint: str | None = "de
     if dataset.classes != model.labels:
         raise EdgevidError(f"the classes of {data} do not match the checkpoint's: "
                            f"{_class_difference(dataset.classes, model.labels)}")
-    loader = DataLoader(dataset, batch_size=batch_size, num_workers=workers)
+    loader = DataLoader(dataset, batch_size=batch_size, **loader_workers(workers))
     logits, labels = predict(model, loader, progress, desc=f"eval {cfg.name}")
     classes = dataset.classes
     return EvalResult(cfg.name, split, len(labels), top1_accuracy(logits, labels),

@@ -149,6 +149,16 @@ def _resume_state(cfg: TrainConfig) -> dict[str, Any]:
     return state
 
 
+def loader_workers(workers: int) -> dict[str, Any]:
+    """DataLoader keywords for ``workers`` processes, started by a fork server.
+
+    Plain fork copies a process whose OpenVINO / ONNX Runtime / OpenMP thread pools may be
+    running (library use after an export or a benchmark), and the child can crash; a fork
+    server forks from a clean process instead.
+    """
+    return {"num_workers": workers, "multiprocessing_context": "forkserver" if workers > 0 else None}
+
+
 def _loaders(cfg: TrainConfig, generator: torch.Generator) -> tuple[DataLoader, DataLoader, list[str]]:
     """Train and val loaders of ``cfg.data`` (train order drawn from ``generator``) and the class names."""
     from torch.utils.data import DataLoader
@@ -166,7 +176,7 @@ def _loaders(cfg: TrainConfig, generator: torch.Generator) -> tuple[DataLoader, 
     if [s.path for s in train.clips.samples] == [s.path for s in val.clips.samples]:
         print(f"note: {cfg.data} has no val split (val.txt or val/): validating on the training videos",
               file=sys.stderr)
-    common = {"num_workers": cfg.workers, "persistent_workers": cfg.workers > 0}
+    common = {**loader_workers(cfg.workers), "persistent_workers": cfg.workers > 0}
     train_loader = DataLoader(train, batch_size=cfg.batch_size, shuffle=True, drop_last=len(train) > cfg.batch_size,
                               generator=generator, **common)
     val_loader = DataLoader(val, batch_size=cfg.batch_size, shuffle=False, **common)
