@@ -9,7 +9,6 @@ comes in as an object (masked, pruned or quantized), which the trainer does not 
 from __future__ import annotations
 
 import math
-import sys
 from dataclasses import dataclass
 
 import numpy as np
@@ -47,7 +46,6 @@ def _loader(spec: DataSpec, split: str, train: bool, seed: int = 0):
 def finetune(model: nn.Module, spec: DataSpec, epochs: int, lr: float = 5e-4, seed: int = 0,
              progress: bool = False) -> list[float]:
     """Train ``model`` in place for ``epochs`` on the train split (AdamW, cosine); mean loss per epoch."""
-    from tqdm import tqdm
 
     if epochs < 1:
         return []
@@ -57,19 +55,11 @@ def finetune(model: nn.Module, spec: DataSpec, epochs: int, lr: float = 5e-4, se
     optimizer = torch.optim.AdamW(params, lr=lr, weight_decay=1e-4)
     steps = max(1, epochs * len(loader))
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda s: 0.5 * (1 + math.cos(math.pi * min(s, steps) / steps)))
-    loss_fn = nn.CrossEntropyLoss()
+    from edgevid.train.trainer import run_epoch
+
     history = []
     for epoch in range(epochs):
-        model.train()
-        losses = []
-        for clip, label in tqdm(loader, desc=f"fine-tune {epoch + 1}/{epochs}", leave=False, disable=not progress,
-                                file=sys.stderr):
-            loss = loss_fn(model(clip), label)
-            optimizer.zero_grad(set_to_none=True)
-            loss.backward()
-            optimizer.step()
-            scheduler.step()
-            losses.append(loss.item())
+        losses = run_epoch(model, loader, optimizer, scheduler, f"fine-tune {epoch + 1}/{epochs}", progress)
         history.append(float(np.mean(losses)) if losses else float("nan"))
     model.eval()
     return history

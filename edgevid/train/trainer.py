@@ -183,6 +183,26 @@ def _loaders(cfg: TrainConfig, generator: torch.Generator) -> tuple[DataLoader, 
     return train_loader, val_loader, train.classes
 
 
+def run_epoch(model: nn.Module, loader: DataLoader, optimizer: torch.optim.Optimizer,
+              scheduler: torch.optim.lr_scheduler.LRScheduler, desc: str, progress: bool) -> list[float]:
+    """One pass of cross-entropy training over ``loader``; the loss of every step."""
+    from tqdm import tqdm
+
+    loss_fn = nn.CrossEntropyLoss()
+    model.train()
+    losses: list[float] = []
+    bar = tqdm(loader, desc=desc, leave=False, disable=not progress, file=sys.stderr)
+    for clip, label in bar:
+        loss = loss_fn(model(clip), label)
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        optimizer.step()
+        scheduler.step()
+        losses.append(loss.item())
+        bar.set_postfix(loss=f"{np.mean(losses[-20:]):.3f}")
+    return losses
+
+
 def _frame_stride(cfg: TrainConfig, num_frames: list[int | None]) -> int:
     """The typical gap between the frames the model sees in training.
 
@@ -197,7 +217,6 @@ def _frame_stride(cfg: TrainConfig, num_frames: list[int | None]) -> int:
 
 def train(cfg: TrainConfig) -> list[EpochResult]:
     """Train, keeping the best checkpoint (by val top-1) at ``cfg.out``; returns the history."""
-    from tqdm import tqdm
 
     from edgevid.models import build_model
     from edgevid.models.weights import save_checkpoint
@@ -244,21 +263,9 @@ def train(cfg: TrainConfig) -> list[EpochResult]:
     arch = {"width_mult": model.config.width_mult, "num_classes": len(classes), "frames": cfg.frames,
             "frame_stride": _frame_stride(cfg, train_loader.dataset.clips.num_frames),
             "input_size": cfg.size, "resize": cfg.preprocess.resize}
-    loss_fn = nn.CrossEntropyLoss()
     for epoch in range(start, cfg.epochs):
         t0 = time.perf_counter()
-        model.train()
-        losses = []
-        bar = tqdm(train_loader, desc=f"epoch {epoch + 1}/{cfg.epochs}", leave=False, disable=not cfg.progress,
-                   file=sys.stderr)
-        for clip, label in bar:
-            loss = loss_fn(model(clip), label)
-            optimizer.zero_grad(set_to_none=True)
-            loss.backward()
-            optimizer.step()
-            scheduler.step()
-            losses.append(loss.item())
-            bar.set_postfix(loss=f"{np.mean(losses[-20:]):.3f}")
+        losses = run_epoch(model, train_loader, optimizer, scheduler, f"epoch {epoch + 1}/{cfg.epochs}", cfg.progress)
         logits, labels = predict(model, val_loader, cfg.progress)
         result = EpochResult(epoch + 1, float(np.mean(losses)), top1_accuracy(logits, labels),
                              order_pair_accuracy(logits, labels, classes, pairs), time.perf_counter() - t0)

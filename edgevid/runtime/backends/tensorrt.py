@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import ctypes
 import json
-import os
 import tempfile
 import warnings
 from collections.abc import Mapping
@@ -29,7 +28,7 @@ from typing import Any
 import numpy as np
 
 from edgevid.errors import MissingExtraError, require
-from edgevid.manifest import TensorSpec, sha256_file
+from edgevid.manifest import TensorSpec, atomic_write_bytes, sha256_file
 from edgevid.runtime.backends.base import BackendError, BackendStream, Runner, batch1_shape, initial_state
 
 MIN_TENSORRT = (8, 5, 1)
@@ -121,18 +120,9 @@ def build_engine(onnx_path: str, engine_path: str, *, fp16: bool = False, worksp
     serialized = builder.build_serialized_network(network, config)
     if serialized is None:
         raise BackendError(f"TensorRT failed to build an engine from {onnx_path} (see its log above)")
-    _atomic_write(Path(engine_path), memoryview(serialized))
+    atomic_write_bytes(engine_path, bytes(memoryview(serialized)))  # IHostMemory is a buffer
 
 
-def _atomic_write(path: Path, data: Any) -> None:
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as fh:
-            fh.write(data)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
 
 
 class TensorRTRunner(Runner):
