@@ -317,3 +317,14 @@ def test_train_refuses_bad_options(tiny: Path, tmp_path: Path, capsys: pytest.Ca
 def test_train_output_that_is_a_folder(tiny: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     assert main(_train_args(tiny, tmp_path)) == 2
     assert "is a directory" in _error(capsys, "train")
+
+
+def test_frame_stride_is_the_typical_segment_gap():
+    from edgevid.train.trainer import TrainConfig, _frame_stride
+
+    segment = TrainConfig(model="tsm", data=".", out="x.pt", frames=8)
+    assert _frame_stride(segment, [16, 16, 17, None]) == 2  # 16-frame videos, 8 segments
+    assert _frame_stride(segment, [64, 64]) == 8
+    assert _frame_stride(segment, [4]) == 1  # never below one frame
+    dense = TrainConfig(model="tsm", data=".", out="x.pt", frames=8, sampling="dense")
+    assert _frame_stride(dense, [64]) == 1
