@@ -19,6 +19,9 @@ the table reports medians over all rounds. One thread (the default) is the clean
 a shared 2-core machine; with more, ONNX Runtime's thread pools do not spin between runs.
 
     python benchmarks/bench_compress.py [--threads 1] [--rounds 60] [--work DIR] [--json out.json]
+
+``--size``, ``--width`` and ``--calib-clips`` shrink the run (the test suite runs it at 64 px,
+width 0.5, to check that it works; its figures mean nothing at that size).
 """
 
 from __future__ import annotations
@@ -62,10 +65,11 @@ def make_checkpoint(work: Path) -> Path:
         return path
     torch.manual_seed(0)
     model = build_model(MODEL, width_mult=WIDTH, num_classes=11)
-    clips = load_clips(None, "train", Preprocess(resize=256, crop=SIZE), 8, 8)
+    clips = load_clips(None, "train", Preprocess(resize=round(SIZE * 256 / 224), crop=SIZE), 8, CALIB_CLIPS)
     recalibrate_batchnorm(model, [torch.from_numpy(clips.torch_clips[i:i + 2]) for i in range(0, len(clips), 2)])
     save_checkpoint(path, model.eval(), MODEL, clips.classes,
-                    {"width_mult": WIDTH, "num_classes": 11, "frames": 8, "input_size": SIZE, "resize": 256})
+                    {"width_mult": WIDTH, "num_classes": 11, "frames": 8, "input_size": SIZE,
+                     "resize": round(SIZE * 256 / 224)})
     return path
 
 
@@ -91,7 +95,8 @@ def prune_checkpoint(checkpoint: Path, out: Path) -> tuple[Path, dict]:
     report = prune_channels(model, 0.5, example)
     report["macs_check"] = count_macs(model, example)
     save_checkpoint(out, model, MODEL, model.labels, {"width_mult": WIDTH, "num_classes": 11, "frames": 8,
-                                                      "input_size": SIZE, "resize": 256}, pruned_channels=True)
+                                                      "input_size": SIZE, "resize": round(SIZE * 256 / 224)},
+                    pruned_channels=True)
     return out, report
 
 
@@ -214,13 +219,20 @@ def prepare(work: Path) -> None:
 
 
 def main(argv: list[str] | None = None) -> int:
+    global SIZE, WIDTH, CALIB_CLIPS  # set from the arguments; the model helpers above read them
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--threads", type=int, default=1, help="intra-op threads for every backend (default 1)")
     parser.add_argument("--rounds", type=int, default=60, help="interleaved rounds of 5 steps (default 60)")
     parser.add_argument("--work", help="folder for exports and models (reused between runs)")
     parser.add_argument("--json", help="also write the figures to this file")
+    parser.add_argument("--size", type=int, default=SIZE, help=f"crop size in pixels (default {SIZE})")
+    parser.add_argument("--width", type=float, default=WIDTH, help=f"MobileNetV2 width (default {WIDTH})")
+    parser.add_argument("--calib-clips", type=int, default=CALIB_CLIPS,
+                        help=f"clips for calibration and BatchNorm statistics (default {CALIB_CLIPS})")
     parser.add_argument("--prepare-only", action="store_true", help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
+    SIZE, WIDTH, CALIB_CLIPS = args.size, args.width, args.calib_clips
+    shape = ["--size", str(SIZE), "--width", str(WIDTH), "--calib-clips", str(CALIB_CLIPS)]
 
     work = Path(args.work or tempfile.mkdtemp(prefix="bench_compress_"))
     work.mkdir(parents=True, exist_ok=True)
@@ -231,7 +243,7 @@ def main(argv: list[str] | None = None) -> int:
     # Models are made in a child process: NNCF's calibration leaves ONNX Runtime sessions (and
     # their spinning thread pools) behind, which measurably slowed the timings in this process.
     log(f"preparing models in {work} ...")
-    subprocess.run([sys.executable, __file__, "--prepare-only", "--work", str(work)], check=True)
+    subprocess.run([sys.executable, __file__, "--prepare-only", "--work", str(work), *shape], check=True)
     paths = json.loads((work / "paths.json").read_text())
     fp32, pruned = Path(paths["fp32"]), Path(paths["pruned"])
     int8 = {k: Path(v) for k, v in paths["int8"].items()}

@@ -16,6 +16,10 @@ Each comparison is a pair timed call by call in ABBA order, so load changes on t
 hit both sides alike; the table reports medians.
 
     python benchmarks/bench_runtime.py [--iters 400] [--work DIR] [--threads N] [--json out.json]
+    python benchmarks/bench_runtime.py --tiny     # 64 px, width 0.5, few calls: a smoke run (seconds)
+
+Artifacts go to a fresh temporary folder, removed at the end, unless ``--work DIR`` names a
+folder to keep them in (and reuse them from) across runs.
 """
 
 from __future__ import annotations
@@ -24,6 +28,7 @@ import argparse
 import json
 import os
 import platform
+import shutil
 import sys
 import tempfile
 import time
@@ -36,19 +41,20 @@ import numpy as np
 MODEL = "tsm-mobilenetv2-online"
 
 
-def export_artifacts(work: Path, size: int, frames: int) -> tuple[Path, Path]:
+def export_artifacts(work: Path, size: int, frames: int, width_mult: float | None = None) -> tuple[Path, Path]:
     """Stream (OpenVINO target: ONNX + IR) and clip (ONNX) artifacts, reused when present."""
     from edgevid.export.api import RandomWeightsWarning, export_model
 
-    stream, clip = work / f"stream-{size}", work / f"clip-{size}-t{frames}"
+    tag = f"{size}" + (f"-w{width_mult}" if width_mult else "")
+    stream, clip = work / f"stream-{tag}", work / f"clip-{tag}-t{frames}"
+    common = {"size": size, "frames": frames, "width_mult": width_mult, "validate": False,
+              "force": True, "progress": False}
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", RandomWeightsWarning)
         if not (stream / "manifest.json").is_file():
-            export_model(MODEL, stream, mode="stream", target="openvino", size=size, frames=frames,
-                         validate=False, force=True)
+            export_model(MODEL, stream, mode="stream", target="openvino", **common)
         if not (clip / "manifest.json").is_file():
-            export_model(MODEL, clip, mode="clip", target="onnxruntime", size=size, frames=frames,
-                         validate=False, force=True)
+            export_model(MODEL, clip, mode="clip", target="onnxruntime", **common)
     return stream, clip
 
 
@@ -93,16 +99,34 @@ def main() -> int:
     parser.add_argument("--size", type=int, default=224)
     parser.add_argument("--frames", type=int, default=8, help="T of the clip model")
     parser.add_argument("--threads", type=int, default=None, help="backend threads (default: theirs)")
-    parser.add_argument("--work", type=Path, default=Path(tempfile.gettempdir()) / "edgevid-bench-runtime",
-                        help="where the artifacts are exported (reused across runs)")
+    parser.add_argument("--work", type=Path, default=None,
+                        help="keep the exported artifacts in this folder and reuse them across runs "
+                        "(default: a fresh temporary folder, removed at the end)")
     parser.add_argument("--json", type=Path, help="also write the numbers here")
+    parser.add_argument("--tiny", action="store_true",
+                        help="smoke-test settings: 64 px, width 0.5, T=4, 20 calls per variant")
     args = parser.parse_args()
+    width_mult = None
+    if args.tiny:
+        args.size, args.frames, args.iters, args.clip_iters, width_mult = 64, 4, 20, 6, 0.5
+    if min(args.iters, args.clip_iters) < 1:
+        parser.error("--iters and --clip-iters must be >= 1")
+    if args.work is not None:
+        args.work.mkdir(parents=True, exist_ok=True)
+        return bench(args, args.work, width_mult)
+    work = Path(tempfile.mkdtemp(prefix="edgevid-bench-runtime-"))
+    try:
+        return bench(args, work, width_mult)
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
 
+
+def bench(args: argparse.Namespace, work: Path, width_mult: float | None) -> int:
+    """Export (or reuse) the artifacts in ``work``, time every pair, print the table."""
     from edgevid import runtime
     from edgevid.runtime.preprocess import preprocess_frame
 
-    args.work.mkdir(parents=True, exist_ok=True)
-    stream_dir, clip_dir = export_artifacts(args.work, args.size, args.frames)
+    stream_dir, clip_dir = export_artifacts(work, args.size, args.frames, width_mult)
     opts = {"threads": args.threads} if args.threads else {}
     rng = np.random.default_rng(0)
     bgr = rng.integers(0, 256, (240, 320, 3), dtype=np.uint8)
@@ -116,13 +140,16 @@ def main() -> int:
     clip = np.repeat(x[None, None], args.frames, axis=1)
 
     ort_stream, raw_stream = ort.open_stream(), ort.open_stream()
-    session = runtime.StreamSession(ort, topk=5, smooth=4)
+    # every=1: one model step per call, like the raw step it is compared with (the default
+    # steps every sampling.stride-th frame and returns None in between).
+    session = runtime.StreamSession(ort, topk=5, smooth=4, every=1)
     ov_stream, ov_explicit_stream = ov.open_stream(), ov_explicit.open_stream()
     in_call: list[float] = []
 
     def push() -> None:
         t0 = time.perf_counter()
         pred = session.push_input(x)
+        assert pred is not None
         in_call.append(time.perf_counter() - t0 - pred.latency_ms["infer"] / 1e3)
 
     print(f"timing {args.iters} calls per variant, in pairs...", file=sys.stderr)
@@ -131,7 +158,7 @@ def main() -> int:
     t["ov_stateful"], t["ov_explicit"] = paired(lambda: ov_stream.step(frame), lambda: ov_explicit_stream.step(frame),
                                                 args.iters)
     t["session_push_input"], t["raw_step"] = paired(push, lambda: raw_stream.step(frame), args.iters)
-    in_call = in_call[10:]  # drop the warm-up calls
+    in_call = in_call[10:] or in_call  # drop the warm-up calls
     t["clip_per_frame"], t["stream_per_frame"] = paired(lambda: clip_runner.infer({"frames": clip}),
                                                         lambda: ort_stream.step(frame), args.clip_iters, warmup=3)
     med = {k: float(np.median(v)) * 1e3 for k, v in t.items()}
@@ -148,7 +175,8 @@ def main() -> int:
     import onnxruntime
     import openvino
 
-    print(f"\nedgevid runtime benchmark: {MODEL}, {args.size} px, random weights, clip T={args.frames}")
+    width = f", width {width_mult}" if width_mult else ""
+    print(f"\nedgevid runtime benchmark: {MODEL}, {args.size} px{width}, random weights, clip T={args.frames}")
     print(f"{platform.processor() or platform.machine()}, {os.cpu_count()} cpus, threads={args.threads or 'default'}, "
           f"onnxruntime {onnxruntime.__version__}, openvino {openvino.__version__}")
     rows = [

@@ -23,6 +23,8 @@ COMMANDS: dict[str, str] = {
     "export": "edgevid.commands.export",
     "compress": "edgevid.commands.compress",
     "run": "edgevid.commands.run",
+    "bench": "edgevid.commands.bench",
+    "report": "edgevid.commands.report",
 }
 
 

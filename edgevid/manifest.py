@@ -28,14 +28,17 @@ Schema (version 1), every field JSON-serialisable:
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import hashlib
 import json
+import math
 import os
 import tempfile
+from collections.abc import Iterator
 from dataclasses import asdict, dataclass, field
-from pathlib import Path
-from typing import Any
+from pathlib import Path, PurePosixPath, PureWindowsPath
+from typing import IO, Any
 
 from edgevid import __version__
 from edgevid.errors import EdgevidError
@@ -45,10 +48,148 @@ MANIFEST_NAME = "manifest.json"
 MODES = ("clip", "stream")
 STATE_IN_PREFIX = "state_in."
 STATE_OUT_PREFIX = "state_out."
+DTYPES = ("float32", "float16", "bfloat16", "float64", "uint8", "int8", "int16", "int32", "int64", "bool")
+CHANNEL_ORDERS = ("RGB", "BGR")
+# Bounds on what a manifest may make the runtime allocate: far above any real model, far
+# below what would exhaust a device (a corrupt `frames: 1e9` must not become a 41 GiB buffer).
+MAX_FRAMES = 1024
+MAX_STRIDE = 64
+MAX_CROP = 4096
+MAX_RESIZE = 8192
+MAX_ELEMENTS = 1 << 26  # per tensor or state: 64M elements (256 MiB of float32)
 
 
 class ManifestError(EdgevidError):
     """The manifest is missing, malformed, or does not match the model file."""
+
+
+class _Invalid(ManifestError):
+    """One bad manifest value: ``field`` (a path such as ``preprocess.std[1]``) and what is wrong."""
+
+    def __init__(self, where: str, what: str) -> None:
+        super().__init__(f"{where or 'the manifest'} {what}")
+
+
+def _show(value: Any) -> str:
+    try:
+        text = json.dumps(value)
+    except (TypeError, ValueError, RecursionError):
+        text = type(value).__name__
+    return text if len(text) <= 60 else text[:57] + "..."
+
+
+def _kind(value: Any) -> str:
+    for kind, name in ((bool, "a boolean"), (int, "a number"), (float, "a number"), (str, "a string"),
+                       (list, "a list"), (dict, "an object"), (type(None), "null")):
+        if isinstance(value, kind):
+            return name
+    return type(value).__name__
+
+
+def _at(where: str, key: str | int) -> str:
+    if isinstance(key, int):
+        return f"{where}[{key}]"
+    return f"{where}.{key}" if where else key
+
+
+def _obj(value: Any, where: str) -> dict[str, Any]:
+    if not isinstance(value, dict):
+        raise _Invalid(where, f"must be an object, got {_kind(value)}")
+    return value
+
+
+def _list(value: Any, where: str, *, length: int | None = None, nonempty: bool = False) -> list[Any]:
+    if not isinstance(value, list):
+        raise _Invalid(where, f"must be a list, got {_kind(value)}")
+    if length is not None and len(value) != length:
+        raise _Invalid(where, f"must have {length} elements, got {len(value)}")
+    if nonempty and not value:
+        raise _Invalid(where, "must not be empty")
+    return value
+
+
+def _str(value: Any, where: str, *, choices: tuple[str, ...] | None = None, nonempty: bool = False) -> str:
+    if not isinstance(value, str):
+        raise _Invalid(where, f"must be a string, got {_kind(value)}")
+    if choices is not None and value not in choices:
+        raise _Invalid(where, f"must be one of {', '.join(choices)}, got {_show(value)}")
+    if nonempty and not value:
+        raise _Invalid(where, "must not be empty")
+    return value
+
+
+def _int(value: Any, where: str, lo: int, hi: int) -> int:
+    # bool is an int in Python and 8.0 is a float in JSON: neither is a count.
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise _Invalid(where, f"must be an integer, got {_show(value)}")
+    if not lo <= value <= hi:
+        raise _Invalid(where, f"must be between {lo} and {hi}, got {value}")
+    return value
+
+
+def _num(value: Any, where: str) -> float:
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
+        raise _Invalid(where, f"must be a finite number, got {_show(value)}")
+    return float(value)
+
+
+def _bool(value: Any, where: str) -> bool:
+    if not isinstance(value, bool):
+        raise _Invalid(where, f"must be true or false, got {_show(value)}")
+    return value
+
+
+def _fields(cls: type, data: Any, where: str) -> dict[str, Any]:
+    """``data`` as an object with no unknown keys and every field without a default."""
+    data = _obj(data, where)
+    known = {f.name: f for f in dataclasses.fields(cls)}
+    unknown = sorted(set(data) - set(known))
+    if unknown:
+        raise _Invalid(where, f"has unknown fields {unknown}")
+    for name, f in known.items():
+        if name not in data and f.default is dataclasses.MISSING and f.default_factory is dataclasses.MISSING:
+            raise _Invalid(_at(where, name), "is missing")
+    return data
+
+
+def _shape(value: Any, where: str, *, dynamic: bool) -> list[int | str]:
+    """A list of positive ints (strings too for dynamic dims when ``dynamic``), bounded in size."""
+    dims = _list(value, where)
+    total = 1
+    for i, dim in enumerate(dims):
+        if dynamic and isinstance(dim, str):
+            _str(dim, _at(where, i), nonempty=True)
+            continue
+        if isinstance(dim, bool) or not isinstance(dim, int) or dim < 1:
+            allowed = "positive integers or names of dynamic dims" if dynamic else "positive integers"
+            raise _Invalid(_at(where, i), f"must be one of {allowed}, got {_show(dim)}")
+        total *= dim
+        if total > MAX_ELEMENTS:
+            raise _Invalid(where, f"has more than {MAX_ELEMENTS} elements: {_show(dims)}")
+    return list(dims)
+
+
+def check_file_name(name: Any, where: str = "files") -> str:
+    """``name`` if it is a plain file name (no folder, no ``..``, not absolute), else ManifestError.
+
+    Every file a manifest names lives directly in the artifact folder; anything else could
+    make the runtime read (or the TensorRT cache write) a file outside it.
+    """
+    try:
+        _file_name(name, where)
+    except _Invalid as exc:
+        raise ManifestError(f"{MANIFEST_NAME}: {exc}") from None
+    return name
+
+
+def _file_name(name: Any, where: str) -> str:
+    name = _str(name, where, nonempty=True)
+    plain = (name not in (".", "..") and "\x00" not in name and PurePosixPath(name).name == name
+             and PureWindowsPath(name).name == name)
+    if not plain:
+        raise _Invalid(where, f"must be a plain file name inside the artifact folder (no folder, no '..', "
+                              f"not absolute), got {_show(name)}")
+    return name
 
 
 @dataclass(frozen=True)
@@ -59,6 +200,15 @@ class TensorSpec:
     shape: list[int | str]
     dtype: str = "float32"
     layout: str = ""
+
+    @classmethod
+    def from_dict(cls, data: Any, where: str) -> TensorSpec:
+        """Parse and check one manifest tensor (``where``: its field path, for messages)."""
+        d = _fields(cls, data, where)
+        return cls(name=_str(d["name"], _at(where, "name"), nonempty=True),
+                   shape=_shape(d["shape"], _at(where, "shape"), dynamic=True),
+                   dtype=_str(d.get("dtype", "float32"), _at(where, "dtype"), choices=DTYPES),
+                   layout=_str(d.get("layout", ""), _at(where, "layout")))
 
 
 @dataclass(frozen=True)
@@ -80,6 +230,15 @@ class StatePair:
         """Graph output name of this state."""
         return STATE_OUT_PREFIX + self.path
 
+    @classmethod
+    def from_dict(cls, data: Any, where: str) -> StatePair:
+        """Parse and check one manifest state (static shape, bounded size, finite init)."""
+        d = _fields(cls, data, where)
+        return cls(path=_str(d["path"], _at(where, "path"), nonempty=True),
+                   shape=_shape(d["shape"], _at(where, "shape"), dynamic=False),  # type: ignore[arg-type]
+                   dtype=_str(d.get("dtype", "float32"), _at(where, "dtype"), choices=DTYPES),
+                   init=_num(d.get("init", 0.0), _at(where, "init")))
+
 
 @dataclass(frozen=True)
 class Preprocess:
@@ -92,6 +251,26 @@ class Preprocess:
     channel_order: str = "RGB"
     uint8_input: bool = False  # graph takes uint8 NHWC RGB crops and normalises inside
 
+    @classmethod
+    def from_dict(cls, data: Any, where: str = "preprocess") -> Preprocess:
+        """Parse and check manifest preprocessing: sizes bounded, resize >= crop, std > 0."""
+        d = _fields(cls, data, where)
+        crop = _int(d["crop"], _at(where, "crop"), 1, MAX_CROP)
+        resize = _int(d["resize"], _at(where, "resize"), 1, MAX_RESIZE)
+        if resize < crop:
+            raise _Invalid(_at(where, "resize"), f"must be >= crop ({crop}), got {resize}")
+        mean = [_num(v, _at(_at(where, "mean"), i))
+                for i, v in enumerate(_list(d.get("mean", [0.485, 0.456, 0.406]), _at(where, "mean"), length=3))]
+        std = [_num(v, _at(_at(where, "std"), i))
+               for i, v in enumerate(_list(d.get("std", [0.229, 0.224, 0.225]), _at(where, "std"), length=3))]
+        for i, v in enumerate(std):
+            if v <= 0:
+                raise _Invalid(_at(_at(where, "std"), i), f"must be > 0, got {_show(d['std'][i])}")
+        return cls(resize=resize, crop=crop, mean=mean, std=std,
+                   channel_order=_str(d.get("channel_order", "RGB"), _at(where, "channel_order"),
+                                      choices=CHANNEL_ORDERS),
+                   uint8_input=_bool(d.get("uint8_input", False), _at(where, "uint8_input")))
+
 
 @dataclass(frozen=True)
 class Sampling:
@@ -99,6 +278,13 @@ class Sampling:
 
     frames: int
     stride: int = 1
+
+    @classmethod
+    def from_dict(cls, data: Any, where: str = "sampling") -> Sampling:
+        """Parse and check manifest sampling (``frames`` 1..1024, ``stride`` 1..64)."""
+        d = _fields(cls, data, where)
+        return cls(frames=_int(d["frames"], _at(where, "frames"), 1, MAX_FRAMES),
+                   stride=_int(d.get("stride", 1), _at(where, "stride"), 1, MAX_STRIDE))
 
 
 @dataclass
@@ -150,30 +336,23 @@ class Manifest:
         return asdict(self)
 
     @classmethod
-    def from_dict(cls, data: dict[str, Any]) -> Manifest:
-        """Parse a dict, refusing unknown schema versions and missing fields."""
+    def from_dict(cls, data: Any, source: str = MANIFEST_NAME) -> Manifest:
+        """Parse and check a manifest dict; any bad value is one ManifestError naming its field.
+
+        ``source`` names the manifest in messages (``<source>: preprocess.std[1] must be > 0, got 0``).
+        """
         if not isinstance(data, dict):
-            raise ManifestError("manifest must be a JSON object")
+            raise ManifestError(f"{source}: the manifest must be a JSON object")
         version = data.get("schema_version")
-        if version != SCHEMA_VERSION:
+        if isinstance(version, bool) or version != SCHEMA_VERSION:
             raise ManifestError(
                 f"manifest schema version {version!r} is not supported by this edgevid "
                 f"(supports {SCHEMA_VERSION}); re-export the model with this version"
             )
         try:
-            kwargs = dict(data)
-            kwargs["inputs"] = [TensorSpec(**t) for t in data["inputs"]]
-            kwargs["outputs"] = [TensorSpec(**t) for t in data["outputs"]]
-            kwargs["states"] = [StatePair(**s) for s in data.get("states", [])]
-            kwargs["preprocess"] = Preprocess(**data["preprocess"])
-            kwargs["sampling"] = Sampling(**data["sampling"])
-            known = {f.name for f in dataclasses.fields(cls)}
-            unknown = set(kwargs) - known
-            if unknown:
-                raise ManifestError(f"manifest has unknown fields: {sorted(unknown)}")
-            return cls(**kwargs)
-        except (KeyError, TypeError) as exc:
-            raise ManifestError(f"manifest is malformed: {exc}") from exc
+            return cls(**_manifest_fields(cls, data))
+        except _Invalid as exc:
+            raise ManifestError(f"{source}: {exc}") from None
 
     def save(self, directory: str | os.PathLike) -> Path:
         """Write ``manifest.json`` atomically into ``directory``."""
@@ -191,9 +370,42 @@ class Manifest:
             raise ManifestError(f"{path} not found: is {directory} an edgevid export?")
         try:
             data = json.loads(path.read_text())
-        except (OSError, json.JSONDecodeError) as exc:
+        except (OSError, UnicodeDecodeError, json.JSONDecodeError, RecursionError) as exc:
             raise ManifestError(f"{path} is not valid JSON: {exc}") from exc
-        return cls.from_dict(data)
+        return cls.from_dict(data, source=str(path))
+
+
+def _manifest_fields(cls: type, data: dict[str, Any]) -> dict[str, Any]:
+    """The checked constructor arguments of ``Manifest`` from its JSON dict."""
+    d = _fields(cls, data, "")
+    out = dict(d)
+    for key in ("model", "family"):
+        out[key] = _str(d[key], key, nonempty=True)
+    for key in ("precision", "target", "device", "edgevid_version"):
+        if key in d:
+            out[key] = _str(d[key], key)
+    out["mode"] = _str(d["mode"], "mode", choices=MODES)
+    for key in ("inputs", "outputs"):
+        out[key] = [TensorSpec.from_dict(t, _at(key, i)) for i, t in enumerate(_list(d[key], key, nonempty=True))]
+    out["states"] = [StatePair.from_dict(s, _at("states", i)) for i, s in enumerate(_list(d.get("states", []), "states"))]
+    if out["mode"] == "clip" and out["states"]:
+        raise _Invalid("states", "must be empty in a clip-mode manifest")
+    out["preprocess"] = Preprocess.from_dict(d["preprocess"])
+    out["sampling"] = Sampling.from_dict(d["sampling"])
+    out["labels"] = [_str(v, _at("labels", i)) for i, v in enumerate(_list(d["labels"], "labels", nonempty=True))]
+    if "files" in d:
+        out["files"] = {role: _file_name(name, _at("files", role)) for role, name in _obj(d["files"], "files").items()}
+    for key in ("provenance", "validation", "build"):
+        out[key] = _obj(d.get(key, {}), key)
+    for key, value in out["provenance"].items():
+        if key.endswith("_sha256") and value is not None:
+            _str(value, _at("provenance", key))
+    for target in ("openvino", "tensorrt"):
+        if target in out["build"]:
+            facts = _obj(out["build"][target], _at("build", target))
+            if "inference_precision" in facts:
+                _str(facts["inference_precision"], _at(_at("build", target), "inference_precision"))
+    return out
 
 
 def sha256_file(path: str | os.PathLike, chunk: int = 1 << 20) -> str:
@@ -212,12 +424,77 @@ def atomic_write_text(path: str | os.PathLike, text: str) -> None:
 
 def atomic_write_bytes(path: str | os.PathLike, data: bytes) -> None:
     """Write a file via a temp file in the same folder and a rename: never half-written."""
+    with atomic_writer(path) as fh:
+        fh.write(data)
+
+
+def write_error(path: str | os.PathLike, exc: OSError) -> EdgevidError:
+    """The one-line error for a failed write (read-only folder, full disk, not a folder)."""
+    return EdgevidError(f"cannot write {path}: {exc.strerror or exc}")
+
+
+@contextlib.contextmanager
+def atomic_writer(path: str | os.PathLike) -> Iterator[IO[bytes]]:
+    """Yield a binary file to fill; on success it replaces ``path``, on any failure it vanishes.
+
+    The temp file is made with ``mkstemp`` in ``path``'s folder (a fresh, unguessable name:
+    a symlink planted next to the target is never followed) and renamed over ``path`` at the
+    end, so ``path`` is never half-written. It gets the permissions a plain ``open`` would
+    give. An ``OSError`` (read-only folder, full disk) becomes an ``EdgevidError`` naming
+    ``path``: the error a user sees is one line, not a traceback.
+    """
     path = Path(path)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    except OSError as exc:
+        raise write_error(path, exc) from exc
     try:
         with os.fdopen(fd, "wb") as fh:
-            fh.write(data)
+            yield fh
+        os.chmod(tmp, 0o666 & ~_umask())  # mkstemp makes 0600
         os.replace(tmp, path)
-    except BaseException:
+    except BaseException as exc:
         Path(tmp).unlink(missing_ok=True)
+        cause = _os_error_in(exc)
+        if cause is not None:
+            raise write_error(path, cause) from exc
         raise
+
+
+def _os_error_in(exc: BaseException) -> OSError | None:
+    """The ``OSError`` behind a failed write: ``exc`` itself, or what it was raised while handling
+    (``torch.save`` turns a failed write into a ``RuntimeError`` raised during the ``OSError``)."""
+    seen: set[int] = set()
+    while exc is not None and id(exc) not in seen and isinstance(exc, Exception):
+        if isinstance(exc, OSError):
+            return exc
+        seen.add(id(exc))
+        exc = exc.__cause__ or exc.__context__
+    return None
+
+
+def check_writable(path: str | os.PathLike) -> None:
+    """Fail now, with one line, if ``path`` (a file or folder to create) cannot be written.
+
+    Creates and deletes a temp file in the nearest existing folder above ``path``, so a long
+    run (training, an export) does not find out at its very end. Creates no folders.
+    """
+    path = Path(path).absolute()
+    folder = path.parent
+    while not folder.exists() and not folder.is_symlink() and folder != folder.parent:
+        folder = folder.parent
+    if not folder.is_dir():
+        raise EdgevidError(f"cannot write {path}: {folder} is not a directory")
+    try:
+        fd, tmp = tempfile.mkstemp(dir=folder, prefix=".edgevid-write-check.", suffix=".tmp")
+    except OSError as exc:
+        raise EdgevidError(f"cannot write {path}: {folder} does not accept new files "
+                           f"({exc.strerror or exc})") from exc
+    os.close(fd)
+    os.unlink(tmp)
+
+
+def _umask() -> int:
+    mask = os.umask(0)  # the only way to read it
+    os.umask(mask)
+    return mask

@@ -75,10 +75,10 @@ def shipped_fp32(shipped, tmp_path_factory):
 @pytest.fixture(scope="module")
 def shipped_int8(shipped, shipped_data, tmp_path_factory):
     """INT8 export for OpenVINO (QDQ model.onnx + IR), calibrated on 4 clips, validated by export."""
-    from edgevid.export.api import export_model
+    from edgevid.pipeline import export
 
     out = tmp_path_factory.mktemp("compress_shipped_int8") / "int8"
-    export_model("tsm", out, checkpoint="default", target="openvino", precision="int8", calib=shipped_data,
+    export("tsm", out, checkpoint="default", target="openvino", precision="int8", calib=shipped_data,
                  calib_size=4, progress=False)
     return out
 
@@ -465,6 +465,7 @@ def builtin_val(tmp_path_factory):
 
 def _full_size_run(model: str, builtin_val, tmp_path_factory) -> dict:
     """FP32 (ORT) and INT8 (ORT and OpenVINO artifacts) clip logits and per-frame logits on the val set."""
+    from edgevid import pipeline
     from edgevid.compress.calibration import load_clips
     from edgevid.export.api import export_model
     from edgevid.models import get_config
@@ -478,8 +479,8 @@ def _full_size_run(model: str, builtin_val, tmp_path_factory) -> dict:
     out = {"labels": clips.labels, "classes": clips.classes,
            "fp32": _stream_logits(fp32, "onnxruntime", clips.graph_clips)}
     for target in ("onnxruntime", "openvino"):  # default calibration: the built-in set in the cache
-        int8 = export_model(model, work / f"int8-{target}", checkpoint="default", mode="stream", target=target,
-                            precision="int8", progress=False)
+        int8 = pipeline.export(model, work / f"int8-{target}", checkpoint="default", mode="stream",
+                               target=target, precision="int8", progress=False)
         assert int8.build["int8"]["float_layers"] == []
         out[target] = _stream_logits(work / f"int8-{target}", target, clips.graph_clips)
     return out

@@ -225,7 +225,8 @@ def test_cli_run_json_and_annotated_video(runtime_stream_artifact, runtime_video
          "--backend", "ort", "--json", "--every", "2", "--smooth", "2", "--out", str(out)],
         capture_output=True, text=True, timeout=300)
     assert result.returncode == 0, result.stderr
-    records = [json.loads(line) for line in result.stdout.splitlines()]
+    *records, final = [json.loads(line) for line in result.stdout.splitlines()]
+    assert final["result"]["predictions"] == len(records)  # the last line is the verdict
     n = len(video_frames)
     assert [r["frame"] for r in records] == list(range(0, n, 2))
     session = StreamSession(runners["onnxruntime"], every=2, smooth=2)

@@ -30,11 +30,10 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--lr", type=float, default=5e-4, help="fine-tuning learning rate (default: %(default)s)")
     p.add_argument("--batch-size", type=int, default=8, help="default: %(default)s")
     p.add_argument("--size", type=int, help="input crop size (default: the checkpoint's)")
-    p.add_argument("--qat-epochs", type=int, metavar="N",
-                   help="quantization-aware fine-tuning (not available in this build)")
     p.add_argument("-o", "--output", required=True, metavar="OUT.pt", help="checkpoint to write")
+    p.add_argument("--force", action="store_true", help="replace OUT.pt if it is an earlier edgevid checkpoint")
     p.add_argument("--json", action="store_true", help="print the report as JSON")
-    p.add_argument("--quiet", action="store_true", help="no progress bars")
+    p.add_argument("-q", "--quiet", action="store_true", help="no progress bars")
     p.set_defaults(func=run)
 
 
@@ -49,8 +48,8 @@ def run(args: argparse.Namespace) -> int:
     sparsity = parse_sparsity(args.sparsity) if args.sparsity is not None else None
     report = compress_model(args.model, args.data, args.output, checkpoint=args.checkpoint, sparsity=sparsity,
                             prune_channels=args.prune_channels, epochs=args.epochs, lr=args.lr,
-                            batch_size=args.batch_size, size=args.size, qat_epochs=args.qat_epochs,
-                            progress=not args.quiet)
+                            batch_size=args.batch_size, size=args.size, progress=not args.quiet,
+                            force=args.force)
     if args.json:
         print(json.dumps(report.to_dict(), indent=2))
         return 0

@@ -6,6 +6,7 @@ More sub-verbs register in ``SUBCOMMANDS`` below (one ``_add_<verb>`` function e
 from __future__ import annotations
 
 import argparse
+import json
 import sys
 from collections.abc import Callable
 
@@ -35,7 +36,10 @@ def _add_synth(sub: argparse._SubParsersAction) -> None:
         help="fraction of each class listed in val.txt (default 0.2)",
     )
     p.add_argument("--fps", type=float, default=8.0, help="frame rate written in the files (default 8)")
-    p.add_argument("--force", action="store_true", help="replace DIR if it exists and is not empty")
+    p.add_argument("--force", action="store_true",
+                   help="replace DIR if it holds an earlier `data synth` dataset (never any other folder)")
+    p.add_argument("-q", "--quiet", action="store_true", help="no progress bar, summary only")
+    p.add_argument("--json", action="store_true", help="print what was written as JSON")
     p.set_defaults(func=_run_synth)
 
 
@@ -51,8 +55,12 @@ def _run_synth(args: argparse.Namespace) -> int:
         val_fraction=args.val_fraction,
         fps=args.fps,
         force=args.force,
-        progress=True,
+        progress=not (args.quiet or args.json),
     )
+    if args.json:
+        print(json.dumps({"output": str(summary.root), "classes": list(summary.classes), "train": summary.train,
+                          "val": summary.val, "seconds": round(summary.seconds, 3)}, indent=2))
+        return 0
     print(
         f"wrote {summary.train + summary.val} videos of {len(summary.classes)} classes "
         f"({summary.train} train, {summary.val} val) to {summary.root} in {summary.seconds:.1f} s"

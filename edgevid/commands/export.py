@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import json
 import sys
 import warnings
 from pathlib import Path
@@ -59,17 +60,19 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("-o", "--output", metavar="DIR",
                    help="directory to create (default: exports/<model>-<mode>-<target>)")
     p.add_argument("-q", "--quiet", action="store_true", help="no progress lines, summary only")
+    p.add_argument("--json", action="store_true",
+                   help="print {\"output\": DIR, \"manifest\": {...}} as JSON instead of the summary")
     p.set_defaults(func=run)
 
 
 def run(args: argparse.Namespace) -> int:
     """Export, then print a one-screen summary."""
-    from edgevid.export.api import export_model
+    from edgevid.pipeline import export
 
     with warnings.catch_warnings():
         warnings.simplefilter("always")
         warnings.showwarning = _show_warning  # one line, printed when it happens
-        manifest = export_model(
+        manifest = export(
             args.model, args.output, checkpoint=args.checkpoint, mode=args.mode, target=args.target,
             precision=args.precision, frames=args.frames, size=args.size, opset=args.opset,
             uint8_input=args.uint8_input, force=args.force, width_mult=args.width_mult, batch=args.batch,
@@ -77,7 +80,10 @@ def run(args: argparse.Namespace) -> int:
             **_int8_options(args),
         )
     out = (Path(args.output) if args.output else _default_dir(manifest, args)).absolute()
-    print(summary(manifest, out))
+    if args.json:
+        print(json.dumps({"output": str(out), "manifest": manifest.to_dict()}, indent=2))
+    else:
+        print(summary(manifest, out))
     return 0
 
 

@@ -19,19 +19,32 @@ def _positive(text: str) -> int:
     return value
 
 
+def _camera_index(text: str) -> int:
+    # OpenCV crashes (segfault) on a negative index instead of failing.
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"must be a camera index (0, 1, ...), got {text!r}") from None
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"must be a camera index >= 0, got {value}")
+    return value
+
+
 def add_parser(subparsers: Any) -> None:
     """Register `edgevid run` (cheap: no heavy imports)."""
     p = subparsers.add_parser(
         "run",
         help="run an exported model on a video or camera (torch-free runtime)",
         description="Run an exported artifact (see `edgevid export`) on frames and print the running "
-        "top prediction. A summary with fps and per-stage latency goes to stderr at the end.",
+        "top prediction, then a final `result:` line (label, score, frames, predictions). Predictions made "
+        "before a stream has seen the model's clip length are marked as warm-up. A summary with fps and "
+        "per-stage latency goes to stderr at the end.",
     )
     p.add_argument("artifact", metavar="DIR", help="artifact directory (manifest.json + model files)")
     source = p.add_mutually_exclusive_group(required=True)
     source.add_argument("--video", metavar="SRC",
                         help="video file, folder of frames, rtsp://|http:// URL, or GStreamer pipeline")
-    source.add_argument("--camera", type=int, metavar="N", help="camera index (e.g. 0)")
+    source.add_argument("--camera", type=_camera_index, metavar="N", help="camera index (e.g. 0)")
     p.add_argument("--backend", metavar="B",
                    help="onnxruntime | openvino | tensorrt (aliases ort, ov, trt); default: the manifest's target")
     p.add_argument("--every", type=_positive, metavar="N",
@@ -41,8 +54,12 @@ def add_parser(subparsers: Any) -> None:
                    help="average class scores over the last K predictions (default: stream mode, the clip "
                    "length the model was trained with; clip mode, 1)")
     p.add_argument("--topk", type=_positive, default=5, metavar="K", help="labels per prediction (default 5)")
-    p.add_argument("--json", action="store_true", help="print one JSON object per prediction on stdout")
-    p.add_argument("--out", metavar="FILE", help="write the video with the running label overlaid (.mp4/.avi)")
+    p.add_argument("--json", action="store_true",
+                   help="print one JSON object per prediction on stdout, and a final {\"result\": {...}} line")
+    p.add_argument("-q", "--quiet", action="store_true",
+                   help="no running predictions: print only the final result (and the summary on stderr)")
+    p.add_argument("-o", "--output", "--out", dest="out", metavar="FILE",
+                   help="write the video with the running label overlaid (.mp4/.avi/.mkv/.mov)")
     p.add_argument("--max-frames", type=_positive, metavar="N", help="stop after N frames")
     p.set_defaults(func=run)
 
@@ -50,38 +67,91 @@ def add_parser(subparsers: Any) -> None:
 class _Printer:
     """Running top prediction: in place on a terminal, one line per change otherwise; or JSON lines."""
 
-    def __init__(self, as_json: bool) -> None:
+    def __init__(self, as_json: bool, quiet: bool = False) -> None:
         self.as_json = as_json
+        self.quiet = quiet
         self.tty = sys.stdout.isatty()
-        self._shown: str | None = None
+        self._shown: tuple[str, bool] | None = None
 
     def show(self, pred: Any) -> None:
+        if self.quiet:
+            return
         if self.as_json:
             print(json.dumps(pred.to_dict()), flush=True)
             return
         line = f"frame {pred.frame:6d}  {pred.label}  {pred.score:.3f}  (infer {pred.latency_ms['infer']:.1f} ms)"
+        if pred.warmup:
+            line += "  [warm-up]"
         if self.tty:
             print("\r" + line.ljust(78), end="", flush=True)
-        elif pred.label != self._shown:
+        elif (pred.label, pred.warmup) != self._shown:
             print(line, flush=True)
-        self._shown = pred.label
+        self._shown = (pred.label, pred.warmup)
 
     def finish(self) -> None:
         if self.tty and not self.as_json and self._shown is not None:
             print()
+            self._shown = None
+
+    def result(self, last: Any, frames: int, predictions: int, warmup: int, skipped: int) -> None:
+        """The final verdict: the last (smoothed) prediction and the counts."""
+        self.finish()
+        if self.as_json:
+            record = {"label": last.label if last else None, "score": round(last.score, 6) if last else None,
+                      "frames": frames, "predictions": predictions, "warmup_predictions": warmup,
+                      "skipped_frames": skipped}
+            print(json.dumps({"result": record}), flush=True)
+            return
+        counts = f"{frames} frames, {predictions} predictions, {warmup} in warm-up"
+        if skipped:
+            counts += f", {skipped} undecodable frames skipped"
+        verdict = f"{last.label} {last.score:.3f}" if last else "none"
+        print(f"result: {verdict} ({counts})", flush=True)
 
 
-def _summary(frames: int, predictions: int, seconds: float, stages: dict[str, list[float]], what: str) -> str:
+def _summary(frames: int, predictions: int, seconds: float, stages: dict[str, list[float]], what: str,
+             skipped: int = 0) -> str:
     import numpy as np
 
     fps = frames / seconds if seconds > 0 else 0.0
-    lines = [f"{frames} frames, {predictions} predictions in {seconds:.2f} s: {fps:.1f} fps end to end [{what}]",
-             f"{'latency ms':<14}{'mean':>8}{'p50':>8}{'p95':>8}"]
+    first = f"{frames} frames, {predictions} predictions in {seconds:.2f} s: {fps:.1f} fps end to end [{what}]"
+    if skipped:
+        first += f"; {skipped} undecodable frames skipped"
+    lines = [first, f"{'latency ms':<14}{'mean':>8}{'p50':>8}{'p95':>8}"]
     for stage, values in stages.items():
         if values:
             v = np.asarray(values)
             lines.append(f"  {stage:<12}{v.mean():8.2f}{np.percentile(v, 50):8.2f}{np.percentile(v, 95):8.2f}")
     return "\n".join(lines)
+
+
+def _check_output(out: str, video: str | None) -> None:
+    """Refuse an annotated-video path that is the input video (it would be overwritten)."""
+    import os
+    from pathlib import Path
+
+    from edgevid.errors import EdgevidError
+
+    if video is None or "://" in video.removeprefix("file://"):
+        return
+    src, dst = Path(video.removeprefix("file://")), Path(out)
+    same = src.resolve() == dst.resolve()
+    if not same and src.exists() and dst.exists():
+        same = os.path.samefile(src, dst)  # hard links, bind mounts
+    if same:
+        raise EdgevidError(f"--output {out} is the input video: writing it would destroy the input; "
+                           "choose another file")
+
+
+def _too_short(runner: Any, frames: int, name: str, max_frames: int | None) -> str:
+    sampling = runner.manifest.sampling
+    t, stride = sampling.frames, sampling.stride
+    needed = (t - 1) * stride + 1
+    every = f"every {stride}th frame, " if stride > 1 else ""
+    if max_frames is not None and frames >= max_frames:
+        return (f"--max-frames {max_frames} stops before the first prediction: the clip model needs {t} sampled "
+                f"frames ({every}at least {needed} frames)")
+    return f"{name} has {frames} frames; the clip model needs {t} sampled frames ({every}at least {needed} frames)"
 
 
 def run(args: argparse.Namespace) -> int:
@@ -90,10 +160,12 @@ def run(args: argparse.Namespace) -> int:
     from edgevid.errors import EdgevidError
     from edgevid.runtime.video import AnnotatedWriter
 
+    if args.out:
+        _check_output(args.out, args.video)
     stages: dict[str, list[float]] = {"decode": [], "preprocess": [], "infer": []}
-    frames = predictions = 0
+    frames = predictions = warmup = 0
     interrupted = False
-    printer = _Printer(args.json)
+    printer = _Printer(args.json, args.quiet)
     with runtime.load(args.artifact, args.backend) as runner:
         session = runtime.open_session(runner, topk=args.topk, smooth=args.smooth, every=args.every)
         source = runtime.open_source(args.camera if args.camera is not None else args.video)
@@ -112,6 +184,7 @@ def run(args: argparse.Namespace) -> int:
                 pred = session.push(frame)
                 if pred is not None:
                     predictions += 1
+                    warmup += pred.warmup
                     stages["preprocess"].append(pred.latency_ms["preprocess"])
                     stages["infer"].append(pred.latency_ms["infer"])
                     printer.show(pred)
@@ -120,18 +193,26 @@ def run(args: argparse.Namespace) -> int:
                     writer.write(frame, f"{last.label} {last.score:.2f}" if last else "")
         except KeyboardInterrupt:
             interrupted = True
-        except EdgevidError:
-            # e.g. a camera lost mid-stream: still say what was done, then the one-line error.
-            printer.finish()
-            print(_summary(frames, predictions, time.perf_counter() - start, stages, what), file=sys.stderr)
+        except BaseException as exc:
+            if writer is not None:
+                writer.discard()  # never leave a half-written video
+            if isinstance(exc, EdgevidError):
+                # e.g. a camera lost mid-stream: say what was done, then the one-line error.
+                printer.finish()
+                print(f"note: stopped after {frames} frames, {predictions} predictions", file=sys.stderr)
             raise
         finally:
             source.close()
             session.close()
+        skipped = getattr(source, "skipped", 0)
+        if predictions == 0 and frames > 0 and not interrupted and runner.manifest.mode == "clip":
             if writer is not None:
-                writer.close()
-        printer.finish()
-        print(_summary(frames, predictions, time.perf_counter() - start, stages, what), file=sys.stderr)
+                writer.discard()
+            raise EdgevidError(_too_short(runner, frames, source.name, args.max_frames))
+        if writer is not None:
+            writer.close()  # checks the file and moves it into place, or raises
+        printer.result(session.last, frames, predictions, warmup, skipped)
+        print(_summary(frames, predictions, time.perf_counter() - start, stages, what, skipped), file=sys.stderr)
     if args.out:
         print(f"annotated video: {args.out}", file=sys.stderr)
     return 130 if interrupted else 0

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import argparse
+import json
+from dataclasses import asdict
 
 
 def add_parser(sub: argparse._SubParsersAction) -> None:
@@ -16,22 +18,27 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     )
     p.add_argument("--model", required=True, help="zoo name, e.g. tsm (online TSM MobileNetV2) or tsn-mobilenetv2")
     p.add_argument("--data", required=True, help="dataset folder (see `edgevid data synth`)")
-    p.add_argument("-o", "--out", required=True, help="where to write the best checkpoint (.pt)")
+    # `--out` (the old name) still works: argparse accepts it as an abbreviation of --output.
+    p.add_argument("-o", "--output", required=True, metavar="OUT.pt", help="where to write the best checkpoint")
     p.add_argument("--checkpoint", help="initial weights: ours, an official TSM checkpoint, or a plain state dict")
     p.add_argument("--epochs", type=int, default=30, help="default: %(default)s")
     p.add_argument("--batch-size", type=int, default=8, help="default: %(default)s")
     p.add_argument("--lr", type=float, default=2e-3, help="AdamW learning rate, cosine decay (default: %(default)s)")
     p.add_argument("--size", type=int, default=112, help="input crop size (default: %(default)s, CPU-friendly)")
     p.add_argument("--frames", type=int, default=8, help="frames per clip (default: %(default)s)")
-    p.add_argument("--width", type=float, dest="width_mult", help="MobileNetV2 width multiplier (default: 1.0)")
+    p.add_argument("--width-mult", "--width", type=float, dest="width_mult", metavar="W",
+                   help="MobileNetV2 width multiplier (default: 1.0)")
     p.add_argument("--sampling", choices=("segment", "dense"), default="segment",
                    help="TSN segments (default) or dense consecutive frames")
     p.add_argument("--workers", type=int, default=1, help="data loading processes (default: %(default)s)")
     p.add_argument("--seed", type=int, default=0, help="default: %(default)s")
     p.add_argument("--resume", action="store_true", help="continue from <out>.last")
+    p.add_argument("--force", action="store_true",
+                   help="replace an existing checkpoint at OUT (only one edgevid wrote) and start over")
     p.add_argument("--skip-unreadable", action="store_true",
                    help="leave out videos that cannot be decoded (counted and reported) instead of failing")
-    p.add_argument("--quiet", action="store_true", help="no progress bars")
+    p.add_argument("-q", "--quiet", action="store_true", help="no progress bars")
+    p.add_argument("--json", action="store_true", help="print the checkpoint written and the history as JSON")
     p.set_defaults(func=run)
 
 
@@ -40,14 +47,18 @@ def run(args: argparse.Namespace) -> int:
     from edgevid.errors import require
 
     require("torch", "export")
-    from edgevid.train.trainer import TrainConfig, train
+    from edgevid.train.trainer import TrainConfig, last_path, train
 
-    cfg = TrainConfig(model=args.model, data=args.data, out=args.out, checkpoint=args.checkpoint,
+    cfg = TrainConfig(model=args.model, data=args.data, out=args.output, checkpoint=args.checkpoint,
                       epochs=args.epochs, batch_size=args.batch_size, lr=args.lr, size=args.size,
                       frames=args.frames, width_mult=args.width_mult, sampling=args.sampling,
-                      workers=args.workers, seed=args.seed, resume=args.resume,
+                      workers=args.workers, seed=args.seed, resume=args.resume, force=args.force,
                       on_error="skip" if args.skip_unreadable else "raise", progress=not args.quiet)
     history = train(cfg)
     best = max(history, key=lambda h: h.val_top1)
-    print(f"best epoch {best.epoch}: val top-1 {best.val_top1:.3f}, order-pair {best.val_pair:.3f} -> {args.out}")
+    if args.json:
+        print(json.dumps({"output": str(args.output), "last": str(last_path(args.output)),
+                          "best": asdict(best), "history": [asdict(h) for h in history]}, indent=2))
+        return 0
+    print(f"best epoch {best.epoch}: val top-1 {best.val_top1:.3f}, order-pair {best.val_pair:.3f} -> {args.output}")
     return 0

@@ -12,6 +12,7 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     zsub = p.add_subparsers(dest="zoo_command", metavar="SUBCOMMAND", required=True)
     lp = zsub.add_parser("list", help="print every zoo entry (name, family, frames, size, streaming, weights)")
     lp.add_argument("--json", action="store_true", help="print the full configs as JSON")
+    lp.add_argument("-q", "--quiet", action="store_true", help="print only the model names, one per line")
     lp.set_defaults(func=run_list)
 
 
@@ -25,6 +26,9 @@ def run_list(args: argparse.Namespace) -> int:
         alias_of.setdefault(name, []).append(alias)
     if args.json:
         print(json.dumps([c.to_dict() | {"aliases": alias_of.get(c.name, [])} for c in configs], indent=2))
+        return 0
+    if args.quiet:
+        print("\n".join(c.name for c in configs))
         return 0
     rows = [("name", "family", "backbone", "shift", "frames", "size", "stream", "weights")]
     for c in configs:

@@ -103,16 +103,21 @@ def compress_model(model_name: str, data: str | os.PathLike, out: str | os.PathL
                    checkpoint: str | os.PathLike | None = None, sparsity: float | str | None = None,
                    prune_channels: float | None = None, epochs: int = 2, lr: float = 5e-4, batch_size: int = 8,
                    size: int | None = None, qat_epochs: int | None = None, measure_latency: bool = True,
-                   progress: bool = False) -> CompressionReport:
+                   progress: bool = False, force: bool = False) -> CompressionReport:
     """Compress ``model_name`` (weights from ``checkpoint``, default the shipped ones) with
     exactly one method, fine-tune ``epochs`` on ``data``'s train split, report on its val split,
-    and write the checkpoint to ``out``."""
+    and write the checkpoint to ``out``.
+
+    An existing ``out`` is replaced only with ``force``, and only if edgevid wrote it. The
+    compressed checkpoint keeps what the source was trained with (frames, frame stride, input
+    size, resize, width, and its ``train_config``), so its export samples frames alike.
+    """
     from edgevid.compress import finetune as ft
     from edgevid.compress import prune
     from edgevid.compress import sparsity as sp
     from edgevid.manifest import Preprocess
     from edgevid.models import build_model, get_config
-    from edgevid.models.weights import save_checkpoint
+    from edgevid.models.weights import check_checkpoint_output, save_checkpoint
 
     if (sparsity is None) == (prune_channels is None):
         raise EdgevidError("choose exactly one method: --sparsity R, --sparsity 2:4 or --prune-channels R")
@@ -128,8 +133,7 @@ def compress_model(model_name: str, data: str | os.PathLike, out: str | os.PathL
     if prune_channels is not None and not 0.0 < prune_channels < 1.0:
         raise EdgevidError(f"--prune-channels must be a ratio in (0, 1), got {prune_channels}")
     out = Path(out)
-    if out.exists() and out.is_dir():
-        raise EdgevidError(f"{out} is a directory; -o takes a checkpoint file path (.pt)")
+    check_checkpoint_output(out, force)  # before the long run: exists / not ours / unwritable
 
     if checkpoint is None and get_config(model_name).default_weights is not None:
         checkpoint = "default"
@@ -138,6 +142,7 @@ def compress_model(model_name: str, data: str | os.PathLike, out: str | os.PathL
                       stacklevel=2)
     model = build_model(model_name, checkpoint=checkpoint).eval()
     cfg = model.config
+    source_train_config = _train_config_of(model_name, checkpoint)
     size = size or cfg.input_size
     resize = cfg.resize if size == cfg.input_size else round(size * cfg.resize / cfg.input_size)
     spec = ft.DataSpec(str(data), Preprocess(resize=resize, crop=size, mean=list(cfg.mean), std=list(cfg.std)),
@@ -191,8 +196,11 @@ def compress_model(model_name: str, data: str | os.PathLike, out: str | os.PathL
     if original is not None:
         latency_before, latency_after = step_latencies_ms([original, model], size)
     labels = list(classes)
-    arch = {"width_mult": cfg.width_mult, "num_classes": len(classes), "frames": cfg.frames, "input_size": size,
-            "resize": resize}
+    # Everything the source was trained and sampled with: the runtime steps a streaming model
+    # ``frame_stride`` frames apart, so dropping it would silently change what the model sees.
+    arch = {"width_mult": cfg.width_mult, "num_classes": len(classes), "frames": cfg.frames,
+            "frame_stride": cfg.frame_stride, "input_size": size, "resize": resize}
+    extra = {"train_config": source_train_config} if source_train_config else {}
     report = CompressionReport(
         model=cfg.name, method=method, out=str(out), top1_before=top1_before, top1_after=top1_after, epochs=epochs,
         params_before=params_before, params_after=params_after, macs_before=macs_before, macs_after=macs_after,
@@ -201,9 +209,22 @@ def compress_model(model_name: str, data: str | os.PathLike, out: str | os.PathL
         details=details, notes=notes)
     out.parent.mkdir(parents=True, exist_ok=True)
     save_checkpoint(out, model, cfg.name, labels, arch, compression=_jsonable(report.to_dict()),
-                    pruned_channels=prune_channels is not None)
+                    pruned_channels=prune_channels is not None, **extra)
     report.file_bytes_after, report.zlib_bytes_after = _checkpoint_sizes(model)
     return report
+
+
+def _train_config_of(model_name: str, checkpoint: str | os.PathLike | None) -> dict[str, Any] | None:
+    """The ``train_config`` recorded in an edgevid checkpoint (how it was trained), if any."""
+    from edgevid.models import DEFAULT_CHECKPOINT, get_config
+    from edgevid.models.weights import read_checkpoint
+
+    if checkpoint is None:
+        return None
+    if checkpoint == DEFAULT_CHECKPOINT:
+        checkpoint = get_config(model_name).default_weights.path  # build_model has checked it exists
+    value = read_checkpoint(checkpoint).get("train_config")
+    return _jsonable(value) if isinstance(value, dict) else None
 
 
 def _dataset_classes(spec: Any) -> list[str]:

@@ -19,9 +19,9 @@ While Torch-Pruning traces the model, each ``TemporalShift`` is swapped for the 
 wraps (the shift's slicing on the residual stream is irrelevant to the pruned channels,
 and the tracer does not need to understand it), and put back afterwards.
 
-A pruned checkpoint stores the pruned shapes in its state dict; ``shrink_to_state_dict``
-rebuilds the zoo model with those shapes (``build_model`` calls it for checkpoints that
-carry ``pruned_channels``).
+A pruned checkpoint stores the pruned shapes in its state dict; rebuilding the zoo model with
+those shapes is the models package's job (``edgevid.models.pruned.shrink_to_state_dict``,
+called by ``build_model`` for checkpoints that carry ``pruned_channels``).
 """
 
 from __future__ import annotations
@@ -104,29 +104,3 @@ def prune_channels(model: nn.Module, ratio: float, example: torch.Tensor, round_
     after = count_macs(model, example)
     return {"ratio": ratio, "macs_before": before[0], "macs_after": after[0], "params_before": before[1],
             "params_after": after[1], "kept": "residual stream (shifted channels) intact"}
-
-
-def _replace(model: nn.Module, path: str, new: nn.Module) -> None:
-    parent_path, _, name = path.rpartition(".")
-    setattr(model.get_submodule(parent_path) if parent_path else model, name, new)
-
-
-def shrink_to_state_dict(model: nn.Module, state: dict[str, torch.Tensor]) -> nn.Module:
-    """Resize the conv/BN/linear layers of a zoo model to the shapes in a pruned state dict."""
-    for path, module in list(model.named_modules()):
-        weight = state.get(f"{path}.weight")
-        if isinstance(module, nn.Conv2d) and weight is not None and weight.shape != module.weight.shape:
-            out_ch, per_group = weight.shape[:2]
-            depthwise = module.groups > 1 and module.groups == module.in_channels
-            groups = out_ch if depthwise else module.groups
-            new = nn.Conv2d(per_group * groups, out_ch, module.kernel_size, module.stride, module.padding,
-                            module.dilation, groups, module.bias is not None, module.padding_mode)
-            _replace(model, path, new)
-        elif isinstance(module, nn.modules.batchnorm._BatchNorm) and f"{path}.running_mean" in state:
-            n = state[f"{path}.running_mean"].shape[0]
-            if n != module.num_features:
-                _replace(model, path, type(module)(n, module.eps, module.momentum, module.affine,
-                                                   module.track_running_stats))
-        elif isinstance(module, nn.Linear) and weight is not None and weight.shape != module.weight.shape:
-            _replace(model, path, nn.Linear(weight.shape[1], weight.shape[0], module.bias is not None))
-    return model

@@ -45,6 +45,7 @@ from edgevid.data.video_io import read_frames, write_video
 from edgevid.errors import EdgevidError
 
 GENERATOR_VERSION = 1  # bump when rendering changes, so datasets on disk can be told apart
+MARKER = "synth.json"  # generator parameters; also marks a folder `data synth --force` may replace
 
 ORDER_PAIRS: list[tuple[str, str]] = [
     ("moving_left", "moving_right"),
@@ -305,12 +306,31 @@ def _check_args(videos_per_class: int, frames: int, size: int, val_fraction: flo
 
 
 def _prepare_target(out: Path, force: bool) -> None:
+    """Refuse a non-empty ``out`` unless ``force`` and an earlier ``data synth`` wrote it.
+
+    ``--force`` replaces the whole folder, so it must be ours (``synth.json`` from this
+    generator): ``-o . --force`` in a project folder must not delete the project.
+    """
     if out.exists() and not out.is_dir():
         raise EdgevidError(f"{out} exists and is not a directory")
-    if out.is_dir() and any(out.iterdir()) and not force:
+    if not out.is_dir() or not any(out.iterdir()):
+        return
+    if not force:
         raise EdgevidError(
             f"{out} exists and is not empty: choose another folder or pass --force to replace it"
         )
+    if not is_synth_dataset(out):
+        raise EdgevidError(f"{out} is not a dataset written by `edgevid data synth` (no {MARKER}); "
+                           "refusing to replace it")
+
+
+def is_synth_dataset(folder: Path) -> bool:
+    """Whether ``folder`` was written by ``generate_dataset`` (its ``synth.json`` says so)."""
+    try:
+        params = json.loads((folder / MARKER).read_text())
+    except (OSError, ValueError):
+        return False
+    return isinstance(params, dict) and params.get("generator") == "edgevid.data.synth"
 
 
 def _val_count(n: int, val_fraction: float) -> int:
@@ -350,12 +370,18 @@ def generate_dataset(
     """
     from tqdm import tqdm  # only the writer needs it
 
+    from edgevid.manifest import check_writable, write_error
+
     _check_args(videos_per_class, frames, size, val_fraction, fps)
     out = Path(out_dir).resolve()  # a name and a parent even for "." or "ds/"
     _prepare_target(out, force)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = out.parent / f".{out.name}.tmp-{uuid.uuid4().hex[:8]}"
-    tmp.mkdir()
+    check_writable(out)
+    try:
+        out.parent.mkdir(parents=True, exist_ok=True)
+        tmp = out.parent / f".{out.name}.tmp-{uuid.uuid4().hex[:8]}"
+        tmp.mkdir()
+    except OSError as exc:
+        raise write_error(out, exc) from exc
     started = time.perf_counter()
     try:
         n_val = _val_count(videos_per_class, val_fraction)
@@ -383,10 +409,12 @@ def generate_dataset(
             "classes": list(CLASSES),
             "order_pairs": ORDER_PAIRS,
         }
-        (tmp / "synth.json").write_text(json.dumps(params, indent=2) + "\n")
+        (tmp / MARKER).write_text(json.dumps(params, indent=2) + "\n")
         _replace_dir(tmp, out)
-    except BaseException:
+    except BaseException as exc:
         shutil.rmtree(tmp, ignore_errors=True)
+        if isinstance(exc, OSError):  # full disk, folder gone read-only: one line naming the folder
+            raise write_error(out, exc) from exc
         raise
     return SynthSummary(out, CLASSES, len(train_lines), len(val_lines), time.perf_counter() - started)
 

@@ -4,6 +4,11 @@ Container headers lie (``CAP_PROP_FRAME_COUNT`` is an estimate from the duration
 frame rate, and is wrong for some files), so frames are counted by decoding and read
 sequentially without seeking: seeking in MPEG-4 part 2 streams lands on key frames, not
 on the frame asked for.
+
+A corrupt frame in the middle of a file is skipped, not taken for the end of the file: the
+decoding goes through ``edgevid.runtime.video.FileDecoder``, which skips up to
+``MAX_BAD_RUN`` undecodable frames in a row and fails past its bounds. Frame indices
+count the decodable frames.
 """
 
 from __future__ import annotations
@@ -12,10 +17,11 @@ import os
 from collections.abc import Iterable, Sequence
 from pathlib import Path
 
-import cv2
 import numpy as np
 
 from edgevid.errors import EdgevidError
+from edgevid.runtime._opencv import cv2
+from edgevid.runtime.video import FileDecoder
 
 VIDEO_EXTENSIONS: tuple[str, ...] = (".mp4", ".avi", ".mkv", ".mov", ".webm")
 
@@ -40,17 +46,18 @@ def _open(path: str | os.PathLike) -> cv2.VideoCapture:
 
 
 def count_frames(path: str | os.PathLike) -> int:
-    """Number of decodable frames, counted by decoding (``grab``), never from the header."""
+    """Number of decodable frames, counted by decoding (``grab``), never from the header.
+
+    Raises ``VideoDecodeError`` if the file is corrupt past ``FileDecoder``'s bounds.
+    """
     cap = _open(path)
     try:
-        n = 0
-        while cap.grab():
-            n += 1
+        decoder = FileDecoder(cap, str(path), VideoDecodeError)
+        for _ in decoder.frames(grab_only=True):
+            pass
     finally:
         cap.release()
-    if n == 0:
-        raise VideoDecodeError(f"video {path} has no decodable frames (corrupt or empty file)")
-    return n
+    return decoder.decoded
 
 
 def read_frames(path: str | os.PathLike, indices: Sequence[int] | None = None) -> np.ndarray:
@@ -73,23 +80,21 @@ def read_frames(path: str | os.PathLike, indices: Sequence[int] | None = None) -
     frames: list[np.ndarray] = []
     index = -1
     try:
-        while wanted is None or index < last:
-            if not cap.grab():
-                break
+        decoder = FileDecoder(cap, str(path), VideoDecodeError)
+        for _ in decoder.frames(grab_only=True):
             index += 1
-            if wanted is not None and index not in wanted:
-                continue
-            ok, frame = cap.retrieve()
-            if not ok or frame is None:
-                raise VideoDecodeError(f"cannot decode frame {index} of {path} (corrupt file?)")
-            if wanted is None:
-                frames.append(frame)
-            else:
-                wanted[index] = frame
+            if wanted is None or index in wanted:
+                ok, frame = cap.retrieve()
+                if not ok or frame is None:
+                    raise VideoDecodeError(f"cannot decode frame {index} of {path} (corrupt file?)")
+                if wanted is None:
+                    frames.append(frame)
+                else:
+                    wanted[index] = frame
+            if wanted is not None and index >= last:
+                break
     finally:
         cap.release()
-    if index < 0:
-        raise VideoDecodeError(f"video {path} has no decodable frames (corrupt or empty file)")
     if wanted is None:
         return np.stack(frames)
     if index < last:

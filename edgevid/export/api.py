@@ -16,7 +16,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 from edgevid.errors import EdgevidError
 from edgevid.export.staging import check_destination, staged_directory
@@ -31,6 +31,19 @@ MODES = ("clip", "stream")
 
 class RandomWeightsWarning(UserWarning):
     """The exported model has random weights (no checkpoint given and none shipped)."""
+
+
+class GraphQuantizer(Protocol):
+    """Turns the checked FP32 ONNX graph into an INT8 one, for ``precision="int8"``.
+
+    Export knows nothing of how: the orchestration layer (``edgevid.pipeline.export``)
+    passes one built from ``edgevid.compress``. The result has ``model`` (the INT8
+    ``onnx.ModelProto``), ``info`` (recorded as ``build.int8``) and ``validation_inputs``
+    (real clips the torch-vs-artifact validation runs on, or None for synthetic frames).
+    """
+
+    def __call__(self, proto: Any, *, streaming: Any, states: list[StatePair], mode: str, preprocess: Preprocess,
+                 frames: int, target: str) -> Any: ...
 
 
 @dataclass(frozen=True)
@@ -58,8 +71,8 @@ def export_model(model: str, out_dir: str | os.PathLike | None = None, *, checkp
                  frames: int | None = None, size: int | None = None, opset: int = DEFAULT_OPSET,
                  uint8_input: bool = False, force: bool = False, num_classes: int | None = None,
                  width_mult: float | None = None, batch: int | None = None, validate: bool = True,
-                 tolerance: float | None = None, progress: bool = True, calib: str | os.PathLike | None = None,
-                 calib_size: int | None = None, max_accuracy_drop: float | None = None) -> Manifest:
+                 tolerance: float | None = None, progress: bool = True,
+                 quantizer: GraphQuantizer | None = None) -> Manifest:
     """Export a zoo model to ``out_dir`` (default ``exports/<model>-<mode>-<target>``); return its manifest.
 
     - ``checkpoint``: a path, ``"default"`` (the shipped one), or None: the shipped checkpoint
@@ -73,9 +86,8 @@ def export_model(model: str, out_dir: str | os.PathLike | None = None, *, checkp
     - ``validate``: run the artifact on every backend of the target against torch; a
       difference above ``tolerance`` (default per precision) fails the export.
     - ``progress``: print one status line per stage to stderr.
-    - ``calib`` / ``calib_size`` / ``max_accuracy_drop`` (``precision="int8"`` only): calibration
-      dataset (default: the built-in synthetic set), clips to calibrate on, and the allowed
-      top-1 drop for NNCF's accuracy-controlled quantization (see ``edgevid.compress``).
+    - ``quantizer`` (``precision="int8"`` only): the graph quantizer; ``edgevid.pipeline.export``
+      supplies NNCF's, calibrated on real video (see ``edgevid.compress``).
 
     A failure of any kind leaves nothing on disk; an existing ``out_dir`` needs ``force``.
     """
@@ -84,10 +96,11 @@ def export_model(model: str, out_dir: str | os.PathLike | None = None, *, checkp
     config = get_config(model)
     target_spec = get_target(target)
     precision = check_precision(precision)
-    if precision == "int8" or calib is not None or calib_size is not None or max_accuracy_drop is not None:
-        from edgevid.compress.export_int8 import check_int8_options
-
-        check_int8_options(precision, calib, calib_size, max_accuracy_drop)
+    if precision == "int8" and quantizer is None:
+        raise EdgevidError("an int8 export needs a quantizer: use edgevid.pipeline.export "
+                           "(what `edgevid export --precision int8` calls)")
+    if precision != "int8" and quantizer is not None:
+        raise EdgevidError(f"a quantizer only applies to precision int8, not {precision}")
     check_opset(target_spec, opset)
     mode = mode or ("stream" if config.can_stream else "clip")
     if mode not in MODES:
@@ -120,9 +133,8 @@ def export_model(model: str, out_dir: str | os.PathLike | None = None, *, checkp
         streaming = to_streaming(net).eval()  # clear error for a bi-directional model
 
     with staged_directory(out, force) as work:
-        int8 = {"calib": calib, "calib_size": calib_size, "max_accuracy_drop": max_accuracy_drop}
         manifest = _export_into(work, plan, net, streaming, weights, frames, size, preprocess, status,
-                                validate=validate, tolerance=tolerance, int8=int8)
+                                validate=validate, tolerance=tolerance, quantizer=quantizer)
     status.done(out)
     return manifest
 
@@ -196,7 +208,7 @@ def _example_inputs(plan: ExportPlan, frames: int, size: int, states: list[State
 
 def _export_into(work: Path, plan: ExportPlan, net: Any, streaming: Any, weights: dict[str, Any], frames: int,
                  size: int, preprocess: Preprocess, status: _Status, *, validate: bool,
-                 tolerance: float | None, int8: dict[str, Any] | None = None) -> Manifest:
+                 tolerance: float | None, quantizer: GraphQuantizer | None = None) -> Manifest:
     import onnx
 
     from edgevid.export import onnx as onnx_export
@@ -212,14 +224,14 @@ def _export_into(work: Path, plan: ExportPlan, net: Any, streaming: Any, weights
     fp16_in_graph = plan.precision == "fp16" and plan.target.name != "openvino"
     proto = _onnx_graph(plan, manifest, net, streaming, frames, size, fp16_in_graph, status)
     int8_result = None
-    if plan.precision == "int8":
-        from edgevid.compress.export_int8 import quantize_for_export
-
+    if quantizer is not None:
         with status.stage(f"quantizing to INT8 for {plan.target.name} (NNCF, calibrated on real video)"):
-            int8_result = quantize_for_export(proto, streaming=streaming, states=manifest.states, mode=plan.mode,
-                                              preprocess=manifest.preprocess, frames=frames,
-                                              target=plan.target.name, **(int8 or {}))
+            int8_result = quantizer(proto, streaming=streaming, states=manifest.states, mode=plan.mode,
+                                    preprocess=manifest.preprocess, frames=frames, target=plan.target.name)
         proto = int8_result.model
+    # Graph rewrites (QDQ folding, fp16 casts) can orphan initializers; ONNX Runtime warns
+    # about each one on every load, so the saved file carries none.
+    onnx_export.remove_unused_initializers(proto)
     metadata = _metadata(manifest, weights, plan)
     onnx_export.set_metadata(proto, metadata)
     onnx.save_model(proto, str(work / ONNX_FILE))
@@ -275,8 +287,8 @@ def _validate_all(work: Path, manifest: Manifest, plan: ExportPlan, net: Any, st
                   tolerance: float | None, fp16_in_graph: bool, status: _Status, inputs: Any = None) -> None:
     """Run every backend of the target against torch; the figures go into the manifest.
 
-    ``inputs``: clips to validate on (INT8: held-out real clips, see ``edgevid.compress.export_int8``);
-    default synthetic frames.
+    ``inputs``: clips to validate on (INT8: held-out real clips from the quantizer); default
+    synthetic frames.
     """
     from edgevid.export import validate as check
 

@@ -243,6 +243,28 @@ def check(proto: onnx.ModelProto) -> None:
         raise EdgevidError(f"the exported ONNX model is invalid: {first}") from exc
 
 
+def _used_names(graph: onnx.GraphProto, used: set[str]) -> set[str]:
+    for node in graph.node:
+        used.update(node.input)
+        for attr in node.attribute:  # If/Loop/Scan bodies read outer-scope tensors by name
+            for sub in [attr.g, *attr.graphs] if attr.type in (onnx.AttributeProto.GRAPH,
+                                                                 onnx.AttributeProto.GRAPHS) else []:
+                _used_names(sub, used)
+    used.update(o.name for o in graph.output)
+    return used
+
+
+def remove_unused_initializers(proto: onnx.ModelProto) -> int:
+    """Drop initializers no node (or graph output) reads, in place; returns how many went."""
+    used = _used_names(proto.graph, set())
+    keep = [init for init in proto.graph.initializer if init.name in used]
+    removed = len(proto.graph.initializer) - len(keep)
+    if removed:
+        del proto.graph.initializer[:]
+        proto.graph.initializer.extend(keep)
+    return removed
+
+
 def set_metadata(proto: onnx.ModelProto, fields: dict[str, Any]) -> None:
     """Write ``fields`` into ``metadata_props`` as ``edgevid.<key>`` (JSON values)."""
     props = {p.key: p.value for p in proto.metadata_props if not p.key.startswith(METADATA_PREFIX)}

@@ -2,16 +2,53 @@
 
 from __future__ import annotations
 
+import math
 import os
+import warnings
 from dataclasses import replace
 from typing import Any
 
 from edgevid.models.registry import ModelConfig, get_config, list_models, resolve_builder
 
-__all__ = ["ModelConfig", "build_model", "get_config", "list_models", "DEFAULT_CHECKPOINT"]
+__all__ = ["ModelConfig", "build_model", "get_config", "list_models", "DEFAULT_CHECKPOINT", "LabelsWarning"]
 
-# Config fields a checkpoint of ours overrides: its architecture and what it was trained on.
-_FROM_CHECKPOINT = ("width_mult", "num_classes", "frames", "frame_stride", "input_size", "resize")
+# Config fields a checkpoint of ours overrides (its architecture and what it was trained on),
+# with the range each must lie in: a checkpoint is untrusted input.
+_FROM_CHECKPOINT: dict[str, tuple[type, float, float]] = {
+    "width_mult": (float, 0.05, 8.0), "num_classes": (int, 1, 100_000), "frames": (int, 1, 1024),
+    "frame_stride": (int, 1, 64), "input_size": (int, 16, 4096), "resize": (int, 16, 8192),
+}
+
+
+class LabelsWarning(UserWarning):
+    """A checkpoint's label list does not fit its classifier: generic names are used."""
+
+
+def _checkpoint_arch(meta: dict[str, Any], source: str) -> dict[str, Any]:
+    """The architecture fields of our checkpoint metadata, each checked for type and range."""
+    from edgevid.errors import EdgevidError
+
+    config = meta.get("config", {})
+    if not isinstance(config, dict):
+        raise EdgevidError(f"checkpoint {source}: its config is a {type(config).__name__}, expected a mapping")
+    arch: dict[str, Any] = {}
+    for key, (kind, low, high) in _FROM_CHECKPOINT.items():
+        value = config.get(key)
+        if value is None:
+            continue
+        numeric = isinstance(value, (int, float)) and not isinstance(value, bool)
+        if not numeric or (kind is int and value != int(value)) or not math.isfinite(value) \
+                or not low <= value <= high:
+            raise EdgevidError(f"checkpoint {source}: config {key}={value!r} is not a valid value "
+                               f"({kind.__name__} in [{low:g}, {high:g}]); the file is damaged or not from edgevid")
+        arch[key] = kind(value)
+    if "resize" in arch and arch["resize"] < arch.get("input_size", 0):
+        raise EdgevidError(f"checkpoint {source}: config resize={arch['resize']} is smaller than its "
+                           f"input_size={arch['input_size']}")
+    labels = meta.get("labels", [])
+    if not isinstance(labels, (list, tuple)) or not all(isinstance(x, str) for x in labels):
+        raise EdgevidError(f"checkpoint {source}: labels must be a list of strings")
+    return arch
 # Pass as ``checkpoint`` to use the checkpoint that ships with the zoo entry.
 DEFAULT_CHECKPOINT = "default"
 
@@ -51,20 +88,23 @@ def build_model(name: str | ModelConfig, checkpoint: str | os.PathLike | None = 
             other = get_config(meta["model"]) if meta.get("model") else config
             if (other.family, other.backbone) != (config.family, config.backbone):
                 raise EdgevidError(f"{checkpoint} is a {other.name} checkpoint, not {config.name}")
-            arch = {k: v for k, v in meta.get("config", {}).items() if k in _FROM_CHECKPOINT}
-            config = replace(config, **arch)
+            config = replace(config, **_checkpoint_arch(meta, source))
             labels = list(meta.get("labels", []))
     if num_classes is not None:
         config = replace(config, num_classes=num_classes)
     model = resolve_builder(config)(config)
     if state is not None and meta.get("pruned_channels"):  # `edgevid compress --prune-channels` widths
-        from edgevid.compress.prune import shrink_to_state_dict
+        from edgevid.models.pruned import shrink_to_state_dict
 
         shrink_to_state_dict(model, state)
     if state is not None:
         weights.load_state(model, state, source=source)
         config = replace(config, num_classes=model.num_classes)
     if len(labels) != config.num_classes:
+        if labels:
+            warnings.warn(LabelsWarning(
+                f"checkpoint {source} lists {len(labels)} labels for a classifier of {config.num_classes} classes: "
+                f"using generic names class_0..class_{config.num_classes - 1}"), stacklevel=2)
         labels = [f"class_{i}" for i in range(config.num_classes)]
     model.config = config
     model.labels = labels

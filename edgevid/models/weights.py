@@ -160,9 +160,37 @@ def load_state(model: nn.Module, state: dict[str, torch.Tensor], source: str = "
 
 def save_checkpoint(path: str | os.PathLike, model: nn.Module, model_name: str, labels: list[str],
                     config: dict[str, Any], **extra: Any) -> None:
-    """Write our checkpoint format atomically (temp file + rename)."""
+    """Write our checkpoint format atomically (``manifest.atomic_writer``: mkstemp + rename)."""
+    from edgevid.manifest import atomic_writer
+
     payload = {"format": CHECKPOINT_FORMAT, "model": model_name, "config": config, "labels": list(labels),
                "state_dict": model.state_dict(), **extra}
-    tmp = f"{path}.tmp"
-    torch.save(payload, tmp)
-    os.replace(tmp, path)
+    with atomic_writer(path) as fh:
+        torch.save(payload, fh)
+
+
+def is_edgevid_checkpoint(path: str | os.PathLike) -> bool:
+    """Whether ``path`` is a checkpoint written by edgevid (train, compress): ours to replace."""
+    try:
+        obj = torch.load(path, map_location="cpu", weights_only=True, mmap=True)
+    except Exception:  # noqa: BLE001 - anything unreadable is not ours
+        return False
+    return isinstance(obj, dict) and obj.get("format") == CHECKPOINT_FORMAT
+
+
+def check_checkpoint_output(path: str | os.PathLike, force: bool, flag: str = "-o") -> None:
+    """Refuse to write a checkpoint over an existing file unless ``force`` and it is an edgevid checkpoint.
+
+    Also checks that the folder accepts a new file, before any long run.
+    """
+    from edgevid.manifest import check_writable
+
+    if os.path.isdir(path):
+        raise EdgevidError(f"{flag} {path} is a directory: give the checkpoint file to write, "
+                           f"e.g. {os.path.join(path, 'model.pt')}")
+    if os.path.lexists(path):
+        if not force:
+            raise EdgevidError(f"{path} already exists; pass --force to replace it")
+        if os.path.islink(path) or not is_edgevid_checkpoint(path):
+            raise EdgevidError(f"{path} is not an edgevid checkpoint; refusing to replace it")
+    check_writable(path)

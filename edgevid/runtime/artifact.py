@@ -1,10 +1,11 @@
 """An exported artifact on disk, and the checks that its manifest and model files agree.
 
-The runtime trusts nothing but ``manifest.json``: before a backend runs a file, the file's
-sha256 must equal the one recorded at export (``provenance.<role>_sha256``; the ONNX hash
-is mandatory), and the graph's inputs and outputs, as the backend itself reports them, must
-have the names, shapes and dtypes the manifest promises. Any mismatch is refused with one
-line naming the file and the first differences.
+The runtime trusts nothing but ``manifest.json``: every file it names must be a plain file
+name resolving inside the artifact folder; before a backend runs a file (ONNX, OpenVINO IR
+``.xml`` and ``.bin``, a shipped engine), the file's sha256 must equal the one recorded at
+export (``provenance.<role>_sha256``, mandatory), and the graph's inputs and outputs, as
+the backend itself reports them, must have the names, shapes and dtypes the manifest
+promises. Any mismatch is refused with one line naming the file and the first differences.
 """
 
 from __future__ import annotations
@@ -14,7 +15,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-from edgevid.manifest import Manifest, ManifestError, TensorSpec, sha256_file
+from edgevid.manifest import Manifest, ManifestError, TensorSpec, check_file_name, sha256_file
 
 
 class ArtifactError(ManifestError):
@@ -31,36 +32,56 @@ class Artifact:
     directory: Path
     manifest: Manifest
 
-    def file(self, role: str) -> Path:
-        """Path of the file with ``role`` (``onnx``, ``openvino_xml``, ...); it must exist."""
-        name = self.manifest.files.get(role)
+    def path_of(self, role: str, default: str | None = None) -> Path:
+        """Where the ``role`` file is (it need not exist yet), never outside the artifact folder.
+
+        The manifest must name it with a plain file name, and the path must resolve (symlinks
+        followed) to a file inside the resolved folder: a manifest can neither make the
+        runtime read a file elsewhere nor make the TensorRT cache write one.
+        """
+        name = self.manifest.files.get(role, default)
         if not name:
             raise ArtifactError(f"{self.directory}/manifest.json lists no {role!r} file")
+        return self.path_in(name, f"files.{role}")
+
+    def path_in(self, name: str, what: str) -> Path:
+        """``directory / name`` after checking that ``name`` is a plain file name and that the
+        path resolves inside the folder (``what`` names it in messages)."""
+        check_file_name(name, what)
         path = self.directory / name
+        try:
+            root, real = self.directory.resolve(), path.resolve()
+        except (OSError, RuntimeError) as exc:  # a symlink loop
+            raise ArtifactError(f"{path} cannot be resolved ({exc}); re-export the model") from exc
+        if real == root or not real.is_relative_to(root):
+            raise ArtifactError(f"{path} is a link to a file outside the artifact folder; refusing to use it "
+                                "(copy the file into the artifact, or re-export the model)")
+        return path
+
+    def file(self, role: str) -> Path:
+        """Path of the file with ``role`` (``onnx``, ``openvino_xml``, ...); it must exist."""
+        path = self.path_of(role)
         if not path.is_file():
             raise ArtifactError(f"{path} is missing: the artifact is incomplete; re-export the model")
         return path
 
     def has_file(self, role: str) -> bool:
-        """True if the manifest lists a ``role`` file and it exists."""
-        name = self.manifest.files.get(role)
-        return bool(name) and (self.directory / name).is_file()
+        """True if the manifest lists a ``role`` file and it exists (an unsafe name raises)."""
+        return bool(self.manifest.files.get(role)) and self.path_of(role).is_file()
 
     def verified_file(self, role: str) -> Path:
-        """The ``role`` file after checking its sha256 against the manifest's provenance.
+        """The ``role`` file after checking its sha256 against ``provenance.<role>_sha256``.
 
-        The ONNX hash must be recorded; hashes of derived files (OpenVINO IR, engines) are
-        checked when the export recorded them.
+        Every file a backend loads is checked, so the hash must be recorded: a file the export
+        did not hash (or a manifest edited to point elsewhere) is refused, never run.
         """
         path = self.file(role)
         expected = self.manifest.provenance.get(f"{role}_sha256")
-        if expected is None:
-            if role == "onnx":
-                raise ArtifactError(
-                    f"{self.directory}/manifest.json records no provenance.onnx_sha256, so {path.name} "
-                    "cannot be checked; re-export the model"
-                )
-            return path
+        if not expected:
+            raise ArtifactError(
+                f"{self.directory}/manifest.json records no provenance.{role}_sha256, so {path.name} "
+                "cannot be checked; re-export the model"
+            )
         actual = sha256_file(path)
         if actual != expected:
             raise ArtifactError(

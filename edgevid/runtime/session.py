@@ -14,10 +14,17 @@ When to ``reset()`` a stream: the states summarise the frames seen so far, so re
 start of a new video, after a scene cut if predictions should not carry over, and after a
 camera reconnect or any gap in the frames (the model assumes consecutive frames). Both
 sessions start reset.
+
+A stream's first ``sampling.frames`` steps are its warm-up: its states do not yet span the
+clip length the model was trained on, and those predictions say so (``Prediction.warmup``).
+Non-finite logits (a NaN frame fed through ``push_input``, an overflow in the model) would
+poison the states for good, so the session resets itself and raises; the next push starts
+a fresh stream.
 """
 
 from __future__ import annotations
 
+import math
 import time
 from dataclasses import dataclass, field
 from typing import Any
@@ -26,7 +33,7 @@ import numpy as np
 
 from edgevid.errors import EdgevidError
 from edgevid.runtime.backends.base import Runner, batch1_shape
-from edgevid.runtime.preprocess import preprocess_frame
+from edgevid.runtime.preprocess import check_frame, preprocess_frame
 
 
 @dataclass(frozen=True)
@@ -38,6 +45,7 @@ class Prediction:
     scores: np.ndarray  # (K,) softmax probabilities, averaged over the last `smooth` predictions
     topk: list[tuple[str, float]]  # (label, score), best first
     latency_ms: dict[str, float] = field(default_factory=dict)  # "preprocess", "infer"
+    warmup: bool = False  # made before the stream had seen ``sampling.frames`` steps
 
     @property
     def label(self) -> str:
@@ -57,6 +65,7 @@ class Prediction:
             "score": round(self.score, 6),
             "topk": [{"label": lab, "score": round(s, 6)} for lab, s in self.topk],
             "latency_ms": {k: round(v, 3) for k, v in self.latency_ms.items()},
+            "warmup": self.warmup,
         }
 
 
@@ -80,6 +89,8 @@ class _Session:
         for name, value in (("topk", topk), ("smooth", smooth), ("every", every)):
             if int(value) < 1:
                 raise EdgevidError(f"{name} must be >= 1, got {value}")
+            if name != "topk" and int(value) > 10_000:  # `smooth` rows of class scores are allocated
+                raise EdgevidError(f"{name} must be <= 10000, got {value}")
         self.runner = runner
         self.labels = list(runner.manifest.labels)
         self.preprocess = runner.manifest.preprocess
@@ -90,20 +101,31 @@ class _Session:
         self._probs = np.zeros((self.smooth, len(self.labels)), np.float32)
         self._predicted = 0
         self._pushed = 0
+        self._closed = False
         self.last: Prediction | None = None
+        # What push_input takes: the graph's frame input for one time step, without batch (and T).
+        self._x_shape: tuple[int, ...] = ()
+        self._x_dtype = np.dtype(runner.frame_input.dtype)
 
-    def _predict(self, logits: np.ndarray, frame: int, latency: dict[str, float]) -> Prediction:
+    def _predict(self, logits: np.ndarray, frame: int, latency: dict[str, float], warmup: bool = False) -> Prediction:
         # Few numpy calls on purpose: right after a model step the caches are cold and each
         # call costs ~10x its warm time; this runs once per prediction.
         row = self._probs[self._predicted % self.smooth]
         np.exp(logits - logits.max(), out=row)
-        row /= row.sum()
+        total = float(row.sum())  # NaN if any logit is NaN or +inf, or all are -inf
+        if not math.isfinite(total) or total <= 0.0:
+            self.reset()
+            raise EdgevidError(
+                f"the model gave non-finite scores (NaN/inf) at frame {frame}; its temporal state would stay "
+                "corrupt, so the session was reset: the next frame starts a new stream"
+            )
+        row /= total
         self._predicted += 1
         n = min(self._predicted, self.smooth)
         scores = row.copy() if n == 1 else self._probs[:n].mean(axis=0)
         best = np.argsort(-scores, kind="stable")[: self.topk]
         topk = list(zip([self.labels[i] for i in best], scores[best].tolist()))
-        pred = Prediction(frame, logits, scores, topk, latency)
+        pred = Prediction(frame, logits, scores, topk, latency, warmup)
         self.last = pred
         return pred
 
@@ -112,8 +134,22 @@ class _Session:
         self._pushed = 0
         self.last = None
 
+    def _check_open(self) -> None:
+        if self._closed:
+            raise EdgevidError("this session is closed: open a new one (edgevid.runtime.open_session)")
+
+    def reset(self) -> None:
+        """Start over, as for a new video."""
+        raise NotImplementedError
+
     def push(self, frame: np.ndarray) -> Prediction | None:
-        """Feed one BGR frame (any size, grayscale or BGRA too); a Prediction, or None if none is due."""
+        """Feed one BGR frame (any size, grayscale or BGRA too); a Prediction, or None if none is due.
+
+        A frame that is not a uint8 image array (a list, float pixels, 0x0) is refused with an
+        ``EdgevidError`` before it counts.
+        """
+        self._check_open()
+        check_frame(frame)
         index = self._pushed
         self._pushed += 1
         if not self._wants(index):
@@ -123,7 +159,24 @@ class _Session:
         return self._consume(x, index, (time.perf_counter() - t0) * 1e3)
 
     def push_input(self, x: np.ndarray) -> Prediction | None:
-        """Like ``push`` for a frame already preprocessed (CHW float32, or HWC uint8)."""
+        """Like ``push`` for a frame already preprocessed (CHW float32, or HWC uint8).
+
+        The shape must be the graph's frame input for one step; float pixels must be finite
+        (a NaN would poison the temporal states), and are refused otherwise.
+        """
+        self._check_open()
+        if not isinstance(x, np.ndarray):
+            raise EdgevidError(f"push_input takes a numpy array, got {type(x).__name__}")
+        if x.shape != self._x_shape:
+            raise EdgevidError(f"push_input expects a preprocessed frame of shape {self._x_shape}, got {x.shape}")
+        if self._x_dtype.kind == "f":
+            if x.dtype.kind != "f":
+                raise EdgevidError(f"push_input expects float pixels (normalised), got dtype {x.dtype}")
+            # One dot product instead of an isfinite array: NaN/inf (or absurdly large values) show in it.
+            if not np.isfinite(np.vdot(x, x)):
+                raise EdgevidError("push_input got a frame with non-finite values (NaN/inf); it was not fed")
+        elif x.dtype != self._x_dtype:
+            raise EdgevidError(f"push_input expects {self._x_dtype} pixels, got dtype {x.dtype}")
         index = self._pushed
         self._pushed += 1
         if not self._wants(index):
@@ -137,7 +190,8 @@ class _Session:
         raise NotImplementedError
 
     def close(self) -> None:
-        """Release per-session backend resources."""
+        """Release per-session backend resources; the session cannot be used afterwards."""
+        self._closed = True
 
     def __enter__(self) -> _Session:
         return self
@@ -155,6 +209,9 @@ class StreamSession(_Session):
         # ``sampling.frames`` steps (the clip's average consensus).
         sampling = runner.manifest.sampling
         super().__init__(runner, "stream", topk, smooth or sampling.frames, every or sampling.stride)
+        self.frames = sampling.frames
+        self._x_shape = tuple(batch1_shape(runner.frame_input))[1:]
+        self._steps = 0  # model steps since the last reset
         self._stream = runner.open_stream()
 
     def _wants(self, index: int) -> bool:
@@ -164,16 +221,22 @@ class StreamSession(_Session):
         t0 = time.perf_counter()
         logits = self._stream.step(x[None])
         infer_ms = (time.perf_counter() - t0) * 1e3
-        return self._predict(logits[0], index, {"preprocess": preprocess_ms, "infer": infer_ms})
+        self._steps += 1
+        return self._predict(logits[0], index, {"preprocess": preprocess_ms, "infer": infer_ms},
+                             self._steps < self.frames)
 
     def reset(self) -> None:
         """Back to the initial states: new video, scene cut, camera reconnect, gap in frames."""
+        self._check_open()
         self._stream.reset()
+        self._steps = 0
         self._reset_common()
 
     def close(self) -> None:
-        """Release the backend stream."""
-        self._stream.close()
+        """Release the backend stream; the session cannot be used afterwards."""
+        if not self._closed:
+            self._stream.close()
+        super().close()
 
 
 class ClipSession(_Session):
@@ -189,6 +252,7 @@ class ClipSession(_Session):
             raise EdgevidError(f"clip input {spec.name} {spec.shape} does not hold {self.frames} frames")
         # Every frame is written twice, at i and i + T, so the last T frames in time order
         # are always the contiguous slice [w, w + T) (w = next write slot): no copy to assemble.
+        self._x_shape = tuple(shape[2:])
         self._ring = np.zeros((2 * self.frames, *shape[2:]), np.dtype(spec.dtype))
         self._input, self._output = spec.name, runner.logits_output.name
         self._reset_ring()
@@ -216,6 +280,7 @@ class ClipSession(_Session):
 
     def reset(self) -> None:
         """Empty the ring buffer (the next prediction needs T new sampled frames)."""
+        self._check_open()
         self._reset_ring()
         self._reset_common()
 

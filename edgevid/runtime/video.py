@@ -4,7 +4,13 @@ pipeline, folder of images) and a writer that overlays the running prediction.
 Sources yield frames as OpenCV decodes them (uint8 BGR, any size); the session's
 preprocessing converts grayscale/BGRA and resizes. Live sources (cameras, streams,
 pipelines) never "end": when one stops delivering frames it is reported as lost, with an
-error, after a few retries. A video file simply ends.
+error, after a few retries.
+
+A video file ends, but a failed read is not always its end: FFmpeg fails on a corrupt frame
+and then decodes the next ones. ``FileDecoder`` keeps reading past up to ``MAX_BAD_RUN``
+undecodable frames in a row, counts what it skipped, and tells the end of the file from a
+corrupt stretch by the frame count in the container header (a lost tail) and the share of
+bad frames (``MAX_BAD_FRACTION``): past either bound the file is reported as corrupt.
 """
 
 from __future__ import annotations
@@ -12,19 +18,27 @@ from __future__ import annotations
 import contextlib
 import os
 import re
+import tempfile
 import time
 from collections.abc import Iterator
 from pathlib import Path
 
-import cv2
 import numpy as np
 
 from edgevid.errors import EdgevidError
+from edgevid.runtime._opencv import cv2
 from edgevid.runtime.preprocess import to_bgr
 
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".webp")
 # GStreamer pipelines are strings of elements joined by "!".
 _GST_PIPELINE = re.compile(r"\S\s*!\s*\S")
+
+
+MAX_BAD_RUN = 10  # undecodable frames in a row a file may have; one more is its end, or an error
+MAX_BAD_FRACTION = 0.1  # of a file's frames that may be undecodable
+# A file whose header promises more frames than this many (or 2%) beyond those read lost its tail.
+_HEADER_SLACK = 2
+WRITABLE_VIDEO_EXTENSIONS = (".mp4", ".avi", ".mkv", ".mov")
 
 
 class VideoSourceError(EdgevidError):
@@ -40,6 +54,65 @@ def _quiet_opencv() -> Iterator[None]:
         yield
     finally:
         cv2.utils.logging.setLogLevel(level)
+
+
+class FileDecoder:
+    """Frames of an open video file, skipping a few undecodable ones (see the module docstring).
+
+    ``decoded`` and ``skipped`` count the frames so far; indices of the frames yielded count
+    decodable frames only. Errors are raised as ``error`` (the caller's exception class).
+    """
+
+    def __init__(self, cap: cv2.VideoCapture, name: str, error: type[EdgevidError] = VideoSourceError) -> None:
+        self.cap, self.name, self.error = cap, name, error
+        header = cap.get(cv2.CAP_PROP_FRAME_COUNT)
+        self.header_frames = int(header) if header and header > 0 else None
+        self.decoded = 0
+        self.skipped = 0
+
+    def frames(self, grab_only: bool = False) -> Iterator[np.ndarray | None]:
+        """Yield each decodable frame (``None`` with ``grab_only``: call ``cap.retrieve()``)."""
+        bad = 0
+        while True:
+            with _quiet_opencv():
+                if grab_only:
+                    ok, frame = self.cap.grab(), None
+                else:
+                    ok, frame = self.cap.read()
+                    ok = ok and frame is not None
+            if not ok:
+                bad += 1
+                if bad > MAX_BAD_RUN:
+                    break
+                continue
+            if bad:
+                self.skipped += bad
+                bad = 0
+                self._check_fraction(final=False)
+            self.decoded += 1
+            yield frame
+        self._check_end()
+
+    def _check_fraction(self, final: bool) -> None:
+        seen = self.decoded + self.skipped
+        # Mid-file, judge the share only over a window long enough to mean something.
+        if self.skipped > MAX_BAD_FRACTION * seen and (final or seen >= 10 * MAX_BAD_RUN):
+            raise self.error(
+                f"video {self.name} is corrupt: {self.skipped} of its {'' if final else 'first '}{seen} frames "
+                f"cannot be decoded (more than {MAX_BAD_FRACTION:.0%})"
+            )
+
+    def _check_end(self) -> None:
+        seen = self.decoded + self.skipped
+        if self.decoded == 0:
+            raise self.error(f"video {self.name} has no decodable frames (corrupt or empty file)")
+        header = self.header_frames
+        if header is not None and header - seen > max(_HEADER_SLACK, 0.02 * header):
+            raise self.error(
+                f"video {self.name} cannot be decoded from frame {seen} of {header} on (more than {MAX_BAD_RUN} "
+                "frames in a row fail): corrupt or truncated file"
+            )
+        self._check_fraction(final=True)
 
 
 class FrameSource:
@@ -81,6 +154,12 @@ class CaptureSource(FrameSource):
         fps = self._cap.get(cv2.CAP_PROP_FPS)
         self.fps = float(fps) if fps and 0 < fps < 1000 else None
         self.frames_read = 0
+        self._decoder = None if live else FileDecoder(self._cap, name)
+
+    @property
+    def skipped(self) -> int:
+        """Undecodable frames of a video file skipped so far."""
+        return self._decoder.skipped if self._decoder is not None else 0
 
     def _open_error(self) -> str:
         if self.name.startswith("camera"):
@@ -90,6 +169,11 @@ class CaptureSource(FrameSource):
         return f"cannot open {self.name}: unreachable, or not a video stream OpenCV can read"
 
     def __iter__(self) -> Iterator[np.ndarray]:
+        if self._decoder is not None:
+            for frame in self._decoder.frames():
+                self.frames_read += 1
+                yield frame  # type: ignore[misc]
+            return
         failures = 0
         while True:
             with _quiet_opencv():
@@ -99,10 +183,6 @@ class CaptureSource(FrameSource):
                 self.frames_read += 1
                 yield frame
                 continue
-            if not self.live:
-                if self.frames_read == 0:
-                    raise VideoSourceError(f"video {self.name} has no decodable frames (corrupt or empty file)")
-                return
             failures += 1
             if failures > self.retries:
                 raise VideoSourceError(
@@ -131,9 +211,27 @@ class ImageFolderSource(FrameSource):
             frame = cv2.imread(str(path), cv2.IMREAD_UNCHANGED)
             if frame is None:
                 raise VideoSourceError(f"cannot read image {path} (corrupt or not an image)")
-            if frame.dtype != np.uint8:  # 16-bit PNG/TIFF: scale to 8 bits
-                frame = cv2.convertScaleAbs(frame, alpha=255.0 / np.iinfo(frame.dtype).max)
-            yield frame
+            yield to_uint8(frame, path)
+
+
+def to_uint8(image: np.ndarray, name: object = "image") -> np.ndarray:
+    """8-bit version of an image as ``cv2.imread(..., IMREAD_UNCHANGED)`` returns it.
+
+    16/32-bit integer images are scaled by their type's range; float images (32-bit TIFF,
+    EXR) are taken as 0-1 if every value is, else as 0-255, and clipped; NaN becomes 0.
+    """
+    if image.dtype == np.uint8:
+        return image
+    if np.issubdtype(image.dtype, np.integer):
+        info = np.iinfo(image.dtype)
+        scaled = image.astype(np.float32) * (255.0 / info.max)
+    elif np.issubdtype(image.dtype, np.floating):
+        scaled = np.nan_to_num(image.astype(np.float32), nan=0.0, posinf=255.0, neginf=0.0)
+        if scaled.size and scaled.max() <= 1.0:
+            scaled *= 255.0
+    else:
+        raise VideoSourceError(f"cannot use {name}: unsupported pixel type {image.dtype}")
+    return np.clip(np.rint(scaled), 0, 255).astype(np.uint8)
 
 
 def _natural_key(path: Path) -> list[int | str]:
@@ -153,8 +251,10 @@ def open_source(source: str | int | os.PathLike, *, live: bool | None = None) ->
     a folder of images, or a video file. ``live`` overrides whether a source that stops
     delivering frames is an error (default: True for cameras, URLs and pipelines).
     """
-    if isinstance(source, int) or (isinstance(source, str) and source.strip().isdigit()):
+    if isinstance(source, int) or (isinstance(source, str) and source.strip().lstrip("-").isdigit()):
         index = int(source)
+        if index < 0:  # OpenCV crashes on a negative index rather than failing
+            raise VideoSourceError(f"camera index must be >= 0, got {index}")
         return CaptureSource(index, f"camera {index}", live=True if live is None else live)
     text = os.fspath(source)
     if "://" in text and not text.startswith("file://"):
@@ -175,45 +275,115 @@ def open_source(source: str | int | os.PathLike, *, live: bool | None = None) ->
 
 
 class AnnotatedWriter:
-    """Writes frames with a text overlay to a video file (size fixed by the first frame)."""
+    """Writes frames with a text overlay to a video file (size fixed by the first frame).
+
+    Frames go to a temporary file next to ``path``; ``close()`` checks that it reopens with
+    every frame written (a full disk leaves an unreadable file, and OpenCV does not say so)
+    and only then renames it to ``path``. ``discard()`` (or leaving the ``with`` block on
+    an error) removes it: a half-written video never takes ``path``'s place.
+    """
 
     def __init__(self, path: str | os.PathLike, fps: float | None = None) -> None:
         self.path = Path(path)
         self.fps = fps or 25.0
+        self.frames_written = 0
         self._writer: cv2.VideoWriter | None = None
         self._size: tuple[int, int] | None = None
+        self._tmp: Path | None = None
+        if self.path.suffix.lower() not in WRITABLE_VIDEO_EXTENSIONS:
+            raise VideoSourceError(
+                f"cannot write {self.path}: the video needs one of the extensions {', '.join(WRITABLE_VIDEO_EXTENSIONS)}"
+            )
+        if self.path.is_dir():
+            raise VideoSourceError(f"cannot write {self.path}: it is a folder")
         if not self.path.parent.is_dir():
             raise VideoSourceError(f"cannot write {self.path}: folder {self.path.parent} does not exist")
+
+    def _open(self, w: int, h: int) -> None:
+        try:
+            fd, tmp = tempfile.mkstemp(prefix=f".{self.path.stem}.", suffix=self.path.suffix, dir=self.path.parent)
+        except OSError as exc:
+            raise VideoSourceError(f"cannot write {self.path}: {exc.strerror}") from None
+        os.close(fd)
+        self._tmp = Path(tmp)
+        umask = os.umask(0)
+        os.umask(umask)
+        os.chmod(tmp, 0o666 & ~umask)  # mkstemp makes it private; the video is an ordinary file
+        fourcc = "MJPG" if self.path.suffix.lower() == ".avi" else "mp4v"
+        with _quiet_opencv():
+            self._writer = cv2.VideoWriter(tmp, cv2.VideoWriter_fourcc(*fourcc), self.fps, (w, h))
+        if not self._writer.isOpened():
+            self.discard()
+            raise VideoSourceError(f"OpenCV cannot write {fourcc} video to {self.path}")
+        self._size = (w, h)
 
     def write(self, frame: np.ndarray, text: str = "") -> None:
         """Draw ``text`` on a copy of ``frame`` and append it."""
         frame = to_bgr(frame)
         if self._writer is None:
-            h, w = frame.shape[:2]
-            fourcc = "MJPG" if self.path.suffix.lower() == ".avi" else "mp4v"
-            self._writer = cv2.VideoWriter(str(self.path), cv2.VideoWriter_fourcc(*fourcc), self.fps, (w, h))
-            if not self._writer.isOpened():
-                raise VideoSourceError(f"OpenCV cannot write {fourcc} video to {self.path}")
-            self._size = (w, h)
+            self._open(frame.shape[1], frame.shape[0])
         if (frame.shape[1], frame.shape[0]) != self._size:  # a source changed size mid-stream
             frame = cv2.resize(frame, self._size)
         else:
             frame = frame.copy()
         if text:
             _draw_label(frame, text)
-        self._writer.write(frame)
+        with _quiet_opencv():
+            self._writer.write(frame)  # type: ignore[union-attr]
+        self.frames_written += 1
 
     def close(self) -> None:
-        """Finish the file."""
-        if self._writer is not None:
+        """Finish the file, check it reopens with every frame, and move it to ``path``."""
+        if self._writer is None or self._tmp is None:
+            return
+        with _quiet_opencv():
             self._writer.release()
+        self._writer = None
+        try:
+            problem = self._check(self._tmp)
+            if problem:
+                raise VideoSourceError(
+                    f"writing the annotated video {self.path} failed: {problem} (disk full, or the folder is not "
+                    "writable?); nothing was written there"
+                )
+            os.replace(self._tmp, self.path)
+            self._tmp = None
+        finally:
+            self.discard()
+
+    def _check(self, path: Path) -> str:
+        with _quiet_opencv():
+            cap = cv2.VideoCapture(str(path), cv2.CAP_FFMPEG)
+            try:
+                if not cap.isOpened():
+                    return "the file OpenCV wrote does not open"
+                count = int(cap.get(cv2.CAP_PROP_FRAME_COUNT))
+                ok, _ = cap.read()
+            finally:
+                cap.release()
+        if count != self.frames_written or not ok:
+            return f"{self.frames_written} frames were written, the file holds {max(count, 0) if ok else 0} readable"
+        return ""
+
+    def discard(self) -> None:
+        """Stop writing and remove the temporary file (``path`` is left as it was)."""
+        if self._writer is not None:
+            with _quiet_opencv():
+                self._writer.release()
             self._writer = None
+        if self._tmp is not None:
+            self._tmp.unlink(missing_ok=True)
+            self._tmp = None
 
     def __enter__(self) -> AnnotatedWriter:
         return self
 
-    def __exit__(self, *exc: object) -> None:
-        self.close()
+    def __exit__(self, exc_type: type[BaseException] | None, *exc: object) -> None:
+        # Ctrl-C is how a camera run ends: keep the video up to there. Any other error discards it.
+        if exc_type is None or issubclass(exc_type, KeyboardInterrupt):
+            self.close()
+        else:
+            self.discard()
 
 
 def _draw_label(frame: np.ndarray, text: str) -> None:

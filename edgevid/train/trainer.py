@@ -49,6 +49,7 @@ class TrainConfig:
     resume: bool = False
     on_error: str = "raise"
     progress: bool = True
+    force: bool = False  # replace an existing edgevid checkpoint at ``out`` (and its ``.last``)
 
     @property
     def preprocess(self) -> Preprocess:
@@ -109,16 +110,40 @@ def check_config(cfg: TrainConfig) -> None:
     if not cfg.lr > 0:
         raise EdgevidError(f"--lr must be > 0, got {cfg.lr}")
     if cfg.width_mult is not None and not cfg.width_mult > 0:
-        raise EdgevidError(f"--width must be > 0, got {cfg.width_mult}")
+        raise EdgevidError(f"--width-mult must be > 0, got {cfg.width_mult}")
     if cfg.sampling not in SAMPLING_MODES:
         raise EdgevidError(f"--sampling must be one of {', '.join(SAMPLING_MODES)}, got {cfg.sampling!r}")
     if cfg.on_error not in ON_ERROR:
         raise EdgevidError(f"on_error must be one of {', '.join(ON_ERROR)}, got {cfg.on_error!r}")
-    out = Path(cfg.out)
-    if out.is_dir():
-        raise EdgevidError(f"-o {out} is a directory: give the checkpoint file to write, e.g. {out / 'model.pt'}")
-    if out.parent.exists() and not out.parent.is_dir():
-        raise EdgevidError(f"cannot write {out}: {out.parent} is not a directory")
+    _check_output(cfg)
+
+
+def _check_output(cfg: TrainConfig) -> None:
+    """Refuse to overwrite what is not ours, and an unwritable folder, before any data is read.
+
+    ``--resume`` continues into its own ``<out>``; otherwise an existing ``<out>`` or
+    ``<out>.last`` needs ``force`` and must have been written by edgevid.
+    """
+    from edgevid.models.weights import check_checkpoint_output
+
+    # With --resume the best checkpoint so far is there by design (still: ours only).
+    check_checkpoint_output(cfg.out, force=cfg.force or cfg.resume)
+    last = last_path(cfg.out)
+    if cfg.resume or not os.path.lexists(last):
+        return
+    if not cfg.force:
+        raise EdgevidError(f"{last} already exists (the state of an earlier run): pass --resume to continue "
+                           "that run, or --force to start over")
+    if last.is_symlink() or not _is_training_state(last):
+        raise EdgevidError(f"{last} is not a training state written by edgevid train; refusing to replace it")
+
+
+def _is_training_state(path: Path) -> bool:
+    try:
+        state = torch.load(path, map_location="cpu", weights_only=True, mmap=True)
+    except Exception:  # noqa: BLE001 - anything unreadable is not ours
+        return False
+    return isinstance(state, dict) and {"model", "optimizer", "scheduler", "epoch"} <= state.keys()
 
 
 def _resume_config(cfg: TrainConfig) -> dict[str, Any]:
@@ -218,6 +243,7 @@ def _frame_stride(cfg: TrainConfig, num_frames: list[int | None]) -> int:
 def train(cfg: TrainConfig) -> list[EpochResult]:
     """Train, keeping the best checkpoint (by val top-1) at ``cfg.out``; returns the history."""
 
+    from edgevid.manifest import atomic_writer
     from edgevid.models import build_model
     from edgevid.models.weights import save_checkpoint
     from edgevid.report.metrics import known_order_pairs, order_pair_accuracy, top1_accuracy
@@ -275,16 +301,16 @@ def train(cfg: TrainConfig) -> list[EpochResult]:
             best = result.val_top1
             save_checkpoint(cfg.out, model, model.config.name, classes, arch, epoch=result.epoch,
                             metrics={"val_top1": result.val_top1, "val_order_pair": result.val_pair},
-                            train_config={k: v for k, v in asdict(cfg).items() if v is not None})
+                            train_config={k: v for k, v in asdict(cfg).items()
+                                          if v is not None and k != "force"})
         # One line per epoch even with --quiet: the log of what happened.
         print(f"epoch {result.epoch:3d}/{cfg.epochs}  loss {result.train_loss:.3f}  val top-1 {result.val_top1:.3f}"
               f"  order-pair {result.val_pair:.3f}  {result.seconds:.0f}s{'  *best' if improved else ''}",
               file=sys.stderr)
-        tmp = f"{last_path(cfg.out)}.tmp"
-        torch.save({"model": model.state_dict(), "optimizer": optimizer.state_dict(),
-                    "scheduler": scheduler.state_dict(), "rng": torch.get_rng_state(),
-                    "loader_rng": generator.get_state(), "epoch": epoch + 1, "best": best,
-                    "history": [asdict(h) for h in history], "classes": list(classes),
-                    "config": _resume_config(cfg)}, tmp)
-        os.replace(tmp, last_path(cfg.out))
+        with atomic_writer(last_path(cfg.out)) as fh:
+            torch.save({"model": model.state_dict(), "optimizer": optimizer.state_dict(),
+                        "scheduler": scheduler.state_dict(), "rng": torch.get_rng_state(),
+                        "loader_rng": generator.get_state(), "epoch": epoch + 1, "best": best,
+                        "history": [asdict(h) for h in history], "classes": list(classes),
+                        "config": _resume_config(cfg)}, fh)
     return history

@@ -61,6 +61,9 @@ class OrtRunner(Runner):
         ]
         opts = ort.SessionOptions()
         opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+        # Errors only: INT8 graphs otherwise print a "Removing initializer" warning per unused
+        # constant on every load, around edgevid's own output.
+        opts.log_severity_level = 3
         if self.options.get("threads"):
             opts.intra_op_num_threads = int(self.options["threads"])
         self._ort = ort

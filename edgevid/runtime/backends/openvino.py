@@ -37,7 +37,8 @@ class OpenVinoRunner(Runner):
     """OpenVINO on the artifact's IR (``model.xml``), or on ``model.onnx`` when there is none.
 
     Options: ``device`` (default ``"CPU"``), ``stateful`` (default True), ``source``
-    (``"auto"`` | ``"ir"`` | ``"onnx"``), ``threads`` (``INFERENCE_NUM_THREADS``).
+    (``"auto"`` | ``"ir"`` | ``"onnx"``), ``threads`` (``INFERENCE_NUM_THREADS``),
+    ``inference_precision`` (``"f32"``, ``"bf16"``, ``"f16"`` or ``"default"``).
     """
 
     name = "openvino"
@@ -48,23 +49,27 @@ class OpenVinoRunner(Runner):
         source = self.options.get("source", "auto")
         if source not in ("auto", "ir", "onnx"):
             raise BackendError(f"openvino source must be auto, ir or onnx, got {source!r}")
+        weights = None
         if source == "ir" or (source == "auto" and self.artifact.has_file("openvino_xml")):
             path = self.artifact.verified_file("openvino_xml")
-            if self.manifest.files.get("openvino_bin"):
-                self.artifact.verified_file("openvino_bin")
+            # The weights are checked too and passed explicitly: by default OpenVINO reads
+            # "<xml stem>.bin", which the manifest's hash may not cover.
+            weights = str(self.artifact.verified_file("openvino_bin"))
         else:
             path = self.artifact.verified_file("onnx")
         self._path = Path(path)
         self._core = self._ov.Core()
-        self._model = self._core.read_model(str(path))
+        self._model = self._core.read_model(str(path), weights)
         self._inputs = [_spec(p) for p in self._model.inputs]
         self._outputs = [_spec(p) for p in self._model.outputs]
         self.device = self.options.get("device", "CPU")
         self.stateful = bool(self.options.get("stateful", True))
         self._config: dict[str, str] = {"PERFORMANCE_HINT": "LATENCY"}
         # The precision the export validated with (manifest build facts), else f32 for fp32.
-        hint = self.manifest.build.get("openvino", {}).get("inference_precision")
-        if hint or self.manifest.precision == "fp32":
+        # Option ``inference_precision`` overrides it ("default": leave it to the plugin).
+        hint = self.options.get("inference_precision") or \
+            self.manifest.build.get("openvino", {}).get("inference_precision")
+        if hint != "default" and (hint or self.manifest.precision == "fp32"):
             self._config["INFERENCE_PRECISION_HINT"] = hint or "f32"
         if self.options.get("threads"):
             self._config["INFERENCE_NUM_THREADS"] = str(int(self.options["threads"]))
@@ -82,6 +87,20 @@ class OpenVinoRunner(Runner):
     def compile_config(self) -> dict[str, str]:
         """The properties models are compiled with."""
         return dict(self._config)
+
+    def compiled_properties(self) -> dict[str, str]:
+        """What the plugin really compiled with, read back (precision, threads); {} before compiling."""
+        compiled = self._compiled_stream if self._compiled_stream is not None else self._compiled
+        found: dict[str, str] = {}
+        for key in ("INFERENCE_PRECISION_HINT", "INFERENCE_NUM_THREADS", "NUM_STREAMS", "EXECUTION_DEVICES"):
+            try:
+                value = compiled.get_property(key) if compiled is not None else None
+            except Exception:  # noqa: BLE001 - a plugin that does not report this property
+                continue
+            if value is not None:
+                name = getattr(value, "get_type_name", None)  # ov.Type -> "f32"
+                found[key] = name() if name else ",".join(value) if isinstance(value, list) else str(value)
+        return found
 
     def infer(self, feeds: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
         """One stateless call on the model as read (states, if any, fed explicitly)."""

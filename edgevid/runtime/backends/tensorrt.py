@@ -5,10 +5,12 @@ introduced: JetPack 5.1 and later, JetPack 6.x), 10.x and 11.x. TensorRT 8.4 and
 (JetPack 5.0.x) are refused with a message. CUDA calls go through ``cuda.bindings.runtime``
 (cuda-python >= 12.6; the removed ``from cuda import cudart`` layout is not used).
 
-The engine is ``files["engine"]`` of the manifest (default ``model.engine``). If it is
-absent, or was built from another ONNX or by another TensorRT, it is built from the checked
-``model.onnx`` on first load and cached next to it, with a small ``.meta.json`` recording
-what it was built from.
+The engine is ``files["engine"]`` of the manifest (default ``model.engine``), a plain file
+name inside the artifact folder (``engine_cache_paths``). If it is absent, or was built from
+another ONNX or by another TensorRT, it is built from the checked ``model.onnx`` on first
+load and cached next to it, with a small ``.meta.json`` (written atomically) recording what
+it was built from and the engine's sha256; a shipped engine must match
+``provenance.engine_sha256``.
 
 Each stream has its own execution context, CUDA stream, and two device buffers per state:
 step t reads states from one and writes into the other, step t+1 the other way round (only
@@ -18,6 +20,7 @@ the tensor addresses change), so states never leave the GPU.
 from __future__ import annotations
 
 import ctypes
+import hashlib
 import json
 import tempfile
 import warnings
@@ -28,10 +31,12 @@ from typing import Any
 import numpy as np
 
 from edgevid.errors import MissingExtraError, require
-from edgevid.manifest import TensorSpec, atomic_write_bytes, sha256_file
+from edgevid.manifest import MANIFEST_NAME, TensorSpec, atomic_write_bytes, atomic_write_text, sha256_file
+from edgevid.runtime.artifact import Artifact
 from edgevid.runtime.backends.base import BackendError, BackendStream, Runner, batch1_shape, initial_state
 
 MIN_TENSORRT = (8, 5, 1)
+ENGINE_FILE = "model.engine"  # where the engine goes when the manifest names none
 
 
 def _version(text: str) -> tuple[int, ...]:
@@ -125,6 +130,33 @@ def build_engine(onnx_path: str, engine_path: str, *, fp16: bool = False, worksp
 
 
 
+def engine_cache_paths(artifact: Artifact) -> tuple[Path, Path]:
+    """(engine, its cache meta file) for an artifact: both inside its folder, neither a model file.
+
+    The engine is ``files.engine`` (default ``model.engine``), a checked plain name that
+    resolves inside the folder; the meta file sits next to it. Building writes both, so a
+    name that is (or links to) another file of the artifact is refused too.
+    """
+    engine = artifact.path_of("engine", default=ENGINE_FILE)
+    meta = artifact.path_in(engine.name + ".meta.json", "the engine cache file")
+    others = {MANIFEST_NAME} | {n for role, n in artifact.manifest.files.items() if role != "engine"}
+    taken = {(artifact.directory / n).resolve() for n in others}
+    for path in (engine, meta):
+        if path.resolve() in taken:
+            raise BackendError(f"files.engine {engine.name!r} would overwrite {path.resolve().name} of the "
+                               "artifact; name the engine file apart (e.g. model.engine)")
+    return engine, meta
+
+
+def _read_meta(path: Path) -> dict[str, Any] | None:
+    """The engine cache meta file, or None when unreadable (then the engine is rebuilt)."""
+    try:
+        data = json.loads(path.read_text())
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError):
+        return None
+    return data if isinstance(data, dict) else None
+
+
 class TensorRTRunner(Runner):
     """TensorRT on the artifact's engine (built and cached on first load if needed).
 
@@ -140,7 +172,7 @@ class TensorRTRunner(Runner):
         if int(result[0]) != 0 or result[1] == 0:
             raise BackendError("no CUDA GPU is visible: the tensorrt backend needs an NVIDIA GPU; "
                                "use --backend onnxruntime or openvino")
-        self.engine_path = self.artifact.directory / self.manifest.files.get("engine", "model.engine")
+        self.engine_path, self._meta_path = engine_cache_paths(self.artifact)
         self._runtime = self._trt.Runtime(self._trt.Logger(self._trt.Logger.WARNING))
         data, built = self._engine_bytes(rebuild=bool(self.options.get("rebuild")))
         self.engine = self._runtime.deserialize_cuda_engine(data)
@@ -161,19 +193,22 @@ class TensorRTRunner(Runner):
     def _engine_bytes(self, rebuild: bool) -> tuple[bytes, bool]:
         """(serialized engine, whether it was just built): the exported or cached one if it fits."""
         onnx = self.artifact.verified_file("onnx")
-        meta_path = self.engine_path.with_name(self.engine_path.name + ".meta.json")
+        meta_path = self._meta_path
         want = self._build_meta(sha256_file(onnx))
         if self.engine_path.is_file() and not rebuild:
-            if meta_path.is_file():  # built here earlier: reuse only if built from this very ONNX
-                if json.loads(meta_path.read_text()) == want:
-                    return self.engine_path.read_bytes(), False
+            if meta_path.is_file():  # built here earlier: reuse only if built from this very ONNX, unchanged
+                data = self.engine_path.read_bytes()
+                if _read_meta(meta_path) == {**want, "engine_sha256": hashlib.sha256(data).hexdigest()}:
+                    return data, False
             elif self.manifest.provenance.get("engine_sha256"):  # shipped with the export
                 return self.artifact.verified_file("engine").read_bytes(), False
         fp16 = self.manifest.precision == "fp16"
         try:
             build_engine(str(onnx), str(self.engine_path), fp16=fp16)
-            meta_path.write_text(json.dumps(want, indent=2) + "\n")
-            return self.engine_path.read_bytes(), True
+            data = self.engine_path.read_bytes()
+            meta = {**want, "engine_sha256": hashlib.sha256(data).hexdigest()}
+            atomic_write_text(meta_path, json.dumps(meta, indent=2) + "\n")
+            return data, True
         except OSError as exc:  # read-only artifact: build into a temp dir, keep it in memory
             warnings.warn(f"cannot cache the TensorRT engine in {self.engine_path.parent} ({exc})", stacklevel=2)
             with tempfile.TemporaryDirectory() as tmp:

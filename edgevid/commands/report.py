@@ -1,0 +1,85 @@
+"""`edgevid report`: accuracy and latency of a model across backends, precisions and modes."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from typing import Any
+
+from edgevid.commands.bench import _positive
+
+
+def add_parser(subparsers: Any) -> None:
+    """Register `edgevid report` (cheap: no heavy imports)."""
+    p = subparsers.add_parser(
+        "report", help="compare accuracy and latency of a model across backends, precisions and modes",
+        description="Export every variant (reusing artifacts built before from identical inputs), measure "
+        "its accuracy through the runtime exactly as `edgevid run` steps it, its agreement with the torch FP32 "
+        "model, and its latency interleaved with the others and with torch eager; write report.md, "
+        "report.json and report.html. Default: the built-in held-out videos.",
+    )
+    p.add_argument("--model", required=True, help="zoo name, e.g. tsm")
+    p.add_argument("--checkpoint", default="default", help="weights (default: the checkpoint shipped with the model)")
+    p.add_argument("--backends", default="onnxruntime,openvino,tensorrt", metavar="LIST",
+                   help="comma-separated: onnxruntime,openvino,tensorrt (default: all; TensorRT rows are "
+                   "listed as skipped where there is no GPU)")
+    p.add_argument("--precisions", default="fp32,int8", metavar="LIST", help="fp32,fp16,int8 (default fp32,int8)")
+    p.add_argument("--modes", default="stream,clip", metavar="LIST", help="stream,clip (default both)")
+    p.add_argument("--data", metavar="DIR",
+                   help="labelled videos (dataset folder; its val split); default: the built-in held-out "
+                   "synthetic set, generated on first use")
+    p.add_argument("--split", default="val", help="dataset split (default: %(default)s)")
+    p.add_argument("--videos", type=_positive, metavar="N", help="evaluate on N videos, spread over the classes")
+    p.add_argument("--size", type=_positive, metavar="PX", help="input size to export at (default: the model's)")
+    p.add_argument("--calib", metavar="DIR", help="INT8 calibration data (default: the built-in synthetic set)")
+    p.add_argument("--calib-size", type=_positive, metavar="N", help="INT8 calibration clips")
+    p.add_argument("--threads", type=_positive, metavar="N", help="threads for every backend and torch")
+    p.add_argument("--rounds", type=_positive, metavar="N", help="latency rounds (default 8, --quick 4)")
+    p.add_argument("--block", type=_positive, metavar="N", help="timed calls per variant per round (default 20)")
+    p.add_argument("--quick", action="store_true",
+                   help="stream mode, 11 videos, short latency rounds, INT8 calibrated on 8 clips")
+    p.add_argument("--cache", metavar="DIR",
+                   help="artifact cache (default $EDGEVID_CACHE/report-artifacts or ~/.cache/edgevid/report-artifacts)")
+    p.add_argument("-o", "--output", default="report", metavar="DIR", help="output folder (default: %(default)s)")
+    p.add_argument("--json", action="store_true", help="also print report.json on stdout")
+    p.add_argument("-q", "--quiet", action="store_true", help="no progress output")
+    p.set_defaults(func=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    """Build the report and write it; 130 after Ctrl-C (the partial report is written)."""
+    from edgevid.errors import require
+
+    require("torch", "export")
+    require("matplotlib", "report")
+    from edgevid.models import get_config
+    from edgevid.report.compare import ReportOptions, make_report, quick_options
+    from edgevid.report.output import check_output_dir, write_report
+    from edgevid.report.variants import BACKENDS, MODES, PRECISIONS, parse_list
+
+    aliases = {"ort": "onnxruntime", "ov": "openvino", "trt": "tensorrt"}
+    opts = ReportOptions(
+        model=get_config(args.model).name, checkpoint=args.checkpoint,
+        backends=parse_list(args.backends, BACKENDS, "backend", aliases),
+        precisions=parse_list(args.precisions, PRECISIONS, "precision"),
+        modes=parse_list(args.modes, MODES, "mode"), data=args.data, split=args.split, videos=args.videos,
+        size=args.size, calib=args.calib, calib_size=args.calib_size, threads=args.threads, quick=args.quick,
+        cache=args.cache, progress=not args.quiet)
+    if args.quick:
+        quick_options(opts)
+    opts.rounds = args.rounds or opts.rounds
+    opts.block = args.block or opts.block
+    check_output_dir(args.output)  # fail before minutes of work
+    report, interrupted = make_report(opts)
+    paths = write_report(report, args.output)
+    if args.json:
+        print(json.dumps(report, indent=2))
+    if not args.quiet:
+        for line in report["findings"]:
+            print(f"  {line}", file=sys.stderr)
+        print(f"wrote {', '.join(str(p) for p in paths)}", file=sys.stderr)
+    if interrupted:
+        print("interrupted: the report keeps the rows measured so far", file=sys.stderr)
+        return 130
+    return 0

@@ -1,0 +1,326 @@
+"""``make_report``: build every variant, measure accuracy and latency, and assemble report.json.
+
+Phases: plan the variants (TensorRT rows skipped with the reason where it cannot run) ->
+build or reuse the artifacts -> decode the held-out videos -> torch FP32 reference ->
+per variant: load, accuracy through the runtime, agreement with torch -> latency of all
+variants and torch eager, interleaved -> ratios and findings.
+
+Ctrl-C at any point keeps what is finished: rows whose accuracy is measured, and every
+latency block timed so far; the report says it is incomplete (``complete: false``).
+"""
+
+from __future__ import annotations
+
+import math
+import sys
+import time
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any
+
+from edgevid.errors import EdgevidError
+from edgevid.report.variants import Variant
+
+REPORT_SCHEMA_VERSION = 1
+
+
+@dataclass
+class ReportOptions:
+    """What ``edgevid report`` was asked for."""
+
+    model: str
+    checkpoint: str = "default"
+    backends: list[str] = field(default_factory=lambda: ["onnxruntime", "openvino", "tensorrt"])
+    precisions: list[str] = field(default_factory=lambda: ["fp32", "int8"])
+    modes: list[str] = field(default_factory=lambda: ["stream", "clip"])
+    data: str | None = None
+    split: str = "val"
+    videos: int | None = None
+    size: int | None = None
+    frames: int | None = None
+    calib: str | None = None
+    calib_size: int | None = None
+    threads: int | None = None
+    rounds: int = 8
+    block: int = 20
+    quick: bool = False
+    cache: str | None = None
+    progress: bool = True
+
+
+def quick_options(opts: ReportOptions) -> ReportOptions:
+    """``--quick``: stream mode, FP32 + INT8, 11 videos, short latency rounds, small calibration."""
+    opts.modes = ["stream"]
+    opts.videos = opts.videos or 11
+    opts.rounds, opts.block = 4, 15
+    opts.calib_size = opts.calib_size or 8
+    return opts
+
+
+def plan(opts: ReportOptions, gpu: dict[str, Any]) -> tuple[list[Variant], list[dict[str, Any]]]:
+    """The variants to measure and the ones skipped (with the reason)."""
+    variants, skipped = [], []
+    for mode in opts.modes:
+        for precision in opts.precisions:
+            for backend in opts.backends:
+                v = Variant(backend, mode, precision)
+                if backend == "tensorrt" and not gpu.get("available"):
+                    skipped.append({"variant": v.name, "label": v.label, "reason": gpu.get("reason", "no GPU")})
+                else:
+                    variants.append(v)
+    return variants, skipped
+
+
+class _Log:
+    def __init__(self, enabled: bool) -> None:
+        self.enabled = enabled
+
+    def __call__(self, text: str) -> None:
+        if self.enabled:
+            from tqdm import tqdm
+
+            tqdm.write(text, file=sys.stderr)
+
+
+def _ratio(a: float | None, b: float | None) -> float | None:
+    return round(a / b, 3) if a and b else None
+
+
+class ReportBuilder:
+    """Holds everything measured so far; ``report()`` assembles it at any point."""
+
+    def __init__(self, opts: ReportOptions) -> None:
+        from edgevid.report.machine import describe_machine
+
+        self.opts = opts
+        self.started = time.time()
+        self.machine = describe_machine()
+        self.phase = "planning"
+        self.variants: list[Variant] = []
+        self.skipped: list[dict[str, Any]] = []
+        self.rows: dict[str, dict[str, Any]] = {}  # variant name -> row
+        self.samples: dict[str, list[float]] = {}
+        self.data: dict[str, Any] = {}
+        self.complete = False
+        self.log = _Log(opts.progress)
+
+    # -- the phases ------------------------------------------------------------------------
+
+    def run(self) -> None:
+        """Every phase in order; raises KeyboardInterrupt with what is measured kept."""
+        from edgevid.report import accuracy as acc
+        from edgevid.report import variants as var
+        from edgevid.report.bench import call_unit
+
+        opts = self.opts
+        self.variants, self.skipped = plan(opts, self.machine["gpu"])
+        if not self.variants:
+            raise EdgevidError("nothing to measure: every requested variant is skipped ("
+                               + "; ".join(f"{s['variant']}: {s['reason']}" for s in self.skipped) + ")")
+        ckpt_hash = var.checkpoint_sha256(opts.model, opts.checkpoint)
+        if opts.data is not None and not Path(opts.data).exists():
+            raise EdgevidError(f"data {opts.data} does not exist")
+        cache = Path(opts.cache) if opts.cache else var.default_cache()
+
+        self.phase = "building artifacts"
+        artifacts: dict[str, tuple[Path, bool, float]] = {}
+        specs = {v.name: var.build_spec(opts.model, opts.checkpoint, v, size=opts.size, frames=opts.frames,
+                                        calib=opts.calib, calib_size=opts.calib_size, ckpt_hash=ckpt_hash)
+                 for v in self.variants}
+        built: dict[str, tuple[Path, bool, float]] = {}
+        unique = {spec.key(): spec for spec in specs.values()}
+        from tqdm import tqdm
+
+        for i, (key, spec) in enumerate(tqdm(unique.items(), desc="artifacts", unit="artifact", file=sys.stderr,
+                                             disable=not opts.progress, leave=False)):
+            self.log(f"artifact {i + 1}/{len(unique)}: {spec.mode} {spec.precision} for {spec.target} ...")
+            built[key] = var.ensure_artifact(spec, cache, progress=False)
+            path, reused, seconds = built[key]
+            self.log(f"  {'reused' if reused else f'built in {seconds:.0f}s'}: {path}")
+        for name, spec in specs.items():
+            artifacts[name] = built[spec.key()]
+
+        self.phase = "decoding held-out videos"
+        from edgevid import runtime
+
+        first = runtime.open_artifact(artifacts[self.variants[0].name][0]).manifest
+        data = opts.data or str(acc.default_data(progress=opts.progress))
+        held_out = acc.load_held_out(data, first.labels, split=opts.split, limit=opts.videos)
+        self.data = {"source": held_out.source, "root": str(data), "split": opts.split,
+                     "builtin": opts.data is None, "classes": list(held_out.classes),
+                     "videos": [{"name": n, "label": held_out.classes[int(y)], "frames": len(f)}
+                                for n, y, f in zip(held_out.names, held_out.labels, held_out.frames)]}
+        self.log(f"held-out data: {held_out.source}")
+
+        self.phase = "torch reference"
+        model, streaming = self._torch_model()
+        references: dict[str, Any] = {}
+        manifests: dict[str, Any] = {}
+        for mode in opts.modes:
+            v0 = next((v for v in self.variants if v.mode == mode), None)
+            if v0 is None:
+                continue
+            manifests[mode] = runtime.open_artifact(artifacts[v0.name][0]).manifest
+            references[mode] = acc.torch_reference(model, streaming, manifests[mode], held_out)
+            name = f"torch/{mode}/fp32"
+            self.rows[name] = {
+                "variant": name, "label": f"torch eager {mode} FP32 (reference)", "backend": "torch", "mode": mode,
+                "precision": "fp32", "reference": True, "unit": call_unit(manifests[mode]),
+                "accuracy": acc.accuracy(references[mode], held_out),
+            }
+
+        self.phase = "measuring accuracy"
+        calls: dict[str, Any] = {}
+        runners = []
+        try:
+            for v in tqdm(self.variants, desc="accuracy", unit="variant", file=sys.stderr,
+                          disable=not opts.progress, leave=False):
+                path, reused, seconds = artifacts[v.name]
+                row, runner, call = self._measure_accuracy(v, path, held_out, references[v.mode])
+                row["artifact"] = {"path": str(path), "key": specs[v.name].key()[:16], "target": v.target,
+                                   "reused": reused, "build_seconds": round(seconds, 1), "file_mb": row.pop("file_mb")}
+                self.rows[v.name] = row
+                runners.append(runner)
+                calls[v.name] = call
+                a = row["accuracy"]
+                self.log(f"{v.label}: top-1 {a['top1']:.3f}, agreement with torch {row['agreement']['video_top1']:.3f}")
+
+            self.phase = "measuring latency"
+            for mode in manifests:
+                calls[f"torch/{mode}/fp32"] = _torch_call(model, streaming, manifests[mode], opts.threads)
+            from edgevid.report.latency import interleaved
+
+            self.log(f"measuring latency: {len(calls)} variants, {opts.rounds} rounds of {opts.block} calls (ABBA)")
+            interleaved(calls, rounds=opts.rounds, block=opts.block, samples=self.samples, progress=opts.progress)
+            self.complete = True
+        finally:
+            for runner in runners:
+                runner.close()
+
+    def _torch_model(self) -> tuple[Any, Any]:
+        from edgevid.models import build_model
+
+        model = build_model(self.opts.model, checkpoint=self.opts.checkpoint).eval()
+        streaming = None
+        if "stream" in self.opts.modes:
+            from edgevid.models.streaming import to_streaming
+
+            streaming = to_streaming(model).eval()
+        return model, streaming
+
+    def _measure_accuracy(self, v: Variant, path: Path, held_out: Any, reference: Any) -> tuple[dict, Any, Any]:
+        from edgevid import runtime
+        from edgevid.report import accuracy as acc
+        from edgevid.report.bench import (
+            artifact_files_mb,
+            call_unit,
+            current_rss_mb,
+            make_call,
+            runner_options,
+            what_ran,
+        )
+
+        rss = current_rss_mb()
+        t0 = time.perf_counter()
+        runner = runtime.load(path, v.backend, **runner_options(v.backend, self.opts.threads, None))
+        call, _ = make_call(runner)  # OpenVINO compiles the stream model here
+        load_ms = (time.perf_counter() - t0) * 1e3
+        t1 = time.perf_counter()
+        call()
+        first_ms = (time.perf_counter() - t1) * 1e3
+        outputs = acc.run_variant(runner, held_out)
+        row = {
+            "variant": v.name, "label": v.label, "backend": v.backend, "mode": v.mode, "precision": v.precision,
+            "reference": False, "unit": call_unit(runner.manifest),
+            "accuracy": acc.accuracy(outputs, held_out),
+            "agreement": acc.agreement(outputs, reference),
+            "load_ms": round(load_ms, 2),
+            "first_call_ms": round(first_ms, 2),
+            "memory_mb": {"rss_increase": round(current_rss_mb() - rss, 1)},
+            "file_mb": artifact_files_mb(runner),
+            "what_ran": what_ran(runner),
+        }
+        return row, runner, call
+
+    # -- assembling ----------------------------------------------------------------------------
+
+    def report(self) -> dict[str, Any]:
+        """report.json as measured so far (see report.schema.json)."""
+        from edgevid.report.bench import peak_rss_mb, summarize
+        from edgevid.report.findings import findings
+        from edgevid.report.latency import distribution
+
+        rows = []
+        for name, row in self.rows.items():
+            row = dict(row)
+            ms = self.samples.get(name) or []
+            if ms:
+                row["latency_ms"] = summarize(ms)
+                row["latency_distribution"] = distribution(ms)
+                row["throughput_per_s"] = round(1000.0 / row["latency_ms"]["mean"], 2)
+            else:
+                row["latency_ms"] = row["latency_distribution"] = row["throughput_per_s"] = None
+            rows.append(row)
+        _add_ratios(rows)
+        report = {
+            "schema": "edgevid.report",
+            "schema_version": REPORT_SCHEMA_VERSION,
+            "complete": self.complete,
+            "interrupted_during": None if self.complete else self.phase,
+            "created": datetime.fromtimestamp(self.started, timezone.utc).isoformat(timespec="seconds"),
+            "seconds": round(time.time() - self.started, 1),
+            "model": self.opts.model,
+            "checkpoint": self.opts.checkpoint,
+            "options": {"backends": self.opts.backends, "precisions": self.opts.precisions,
+                        "modes": self.opts.modes, "quick": self.opts.quick, "threads": self.opts.threads,
+                        "latency_rounds": self.opts.rounds, "latency_block": self.opts.block,
+                        "videos": self.opts.videos, "size": self.opts.size},
+            "machine": self.machine,
+            "data": self.data,
+            "rows": rows,
+            "skipped": self.skipped,
+            "peak_rss_mb": peak_rss_mb(),
+        }
+        report["findings"] = findings(report)
+        return report
+
+
+def _torch_call(model: Any, streaming: Any, manifest: Any, threads: int | None) -> Any:
+    from edgevid.report.latency import torch_call
+
+    return torch_call(model, streaming, manifest, threads)
+
+
+def _add_ratios(rows: list[dict[str, Any]]) -> None:
+    """Median-latency ratios: over torch eager, over FP32 on the same backend, clip re-run over stream step."""
+    def p50(backend: str, mode: str, precision: str) -> float | None:
+        for r in rows:
+            if (r["backend"], r["mode"], r["precision"]) == (backend, mode, precision) and r["latency_ms"]:
+                return r["latency_ms"]["p50"]
+        return None
+
+    for r in rows:
+        mine = r["latency_ms"]["p50"] if r["latency_ms"] else None
+        ratios = {
+            "speedup_vs_torch": None if r["backend"] == "torch" else _ratio(p50("torch", r["mode"], "fp32"), mine),
+            "speedup_vs_fp32": None if r["precision"] == "fp32" else _ratio(p50(r["backend"], r["mode"], "fp32"), mine),
+            "clip_rerun_over_stream_step": None if r["mode"] != "stream" else
+            _ratio(p50(r["backend"], "clip", r["precision"]), mine),
+        }
+        r["ratios"] = ratios
+
+
+def make_report(opts: ReportOptions) -> tuple[dict[str, Any], bool]:
+    """(report, interrupted): runs every phase; on Ctrl-C returns what was measured."""
+    builder = ReportBuilder(opts)
+    try:
+        builder.run()
+    except KeyboardInterrupt:
+        return builder.report(), True
+    return builder.report(), False
+
+
+def is_number(x: Any) -> bool:
+    """A finite real number (bool excluded)."""
+    return isinstance(x, (int, float)) and not isinstance(x, bool) and math.isfinite(x)

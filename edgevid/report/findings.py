@@ -1,0 +1,79 @@
+"""Findings: a few sentences computed from a report's numbers (nothing here is written by hand)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from edgevid.report.variants import BACKEND_LABELS
+
+
+def _pct(x: float) -> str:
+    return f"{100 * x:.1f}%"
+
+
+def _points(delta: float) -> str:
+    """Top-1 difference in points, worded."""
+    pts = 100 * delta
+    if abs(pts) < 0.05:
+        return "the same top-1"
+    return f"{abs(pts):.1f} points {'higher' if pts > 0 else 'lower'} top-1"
+
+
+def _speed(ratio: float) -> str:
+    return f"{ratio:.1f}x faster" if ratio >= 1 else f"{1 / ratio:.1f}x slower"
+
+
+def findings(report: dict[str, Any]) -> list[str]:
+    """Sentences about speed, accuracy, agreement and streaming, from ``report``'s rows."""
+    rows = [r for r in report["rows"] if not r.get("reference")]
+    timed = [r for r in rows if r.get("latency_ms")]
+    by_key = {(r["backend"], r["mode"], r["precision"]): r for r in rows}
+    out: list[str] = []
+    if not report.get("complete", True):
+        out.append(f"This report is incomplete: it was interrupted while {report.get('interrupted_during')}; "
+                   "the rows below are those measured before.")
+    # Lower precisions against FP32 on the same backend and mode.
+    for r in timed:
+        if r["precision"] == "fp32":
+            continue
+        base = by_key.get((r["backend"], r["mode"], "fp32"))
+        ratio = r["ratios"].get("speedup_vs_fp32")
+        if base and ratio:
+            out.append(f"{r['precision'].upper()} on {BACKEND_LABELS[r['backend']]} ({r['mode']}) is "
+                       f"{_speed(ratio)} than FP32 with {_points(r['accuracy']['top1'] - base['accuracy']['top1'])} "
+                       f"({_pct(r['accuracy']['top1'])} vs {_pct(base['accuracy']['top1'])}).")
+    if timed:
+        fastest = min(timed, key=lambda r: r["latency_ms"]["p50"])
+        vs_torch = fastest["ratios"].get("speedup_vs_torch")
+        torch_part = f", {_speed(vs_torch)} than torch eager FP32" if vs_torch else ""
+        out.append(f"Fastest: {fastest['label']}, median {fastest['latency_ms']['p50']:.2f} ms per "
+                   f"{fastest['unit']}{torch_part}; top-1 {_pct(fastest['accuracy']['top1'])}.")
+    for r in timed:
+        ratio = r["ratios"].get("clip_rerun_over_stream_step")
+        clip = by_key.get((r["backend"], "clip", r["precision"]))
+        if ratio and clip and clip.get("latency_ms"):
+            out.append(f"Streaming saving on {BACKEND_LABELS[r['backend']]} {r['precision'].upper()}: a stream step "
+                       f"costs {r['latency_ms']['p50']:.2f} ms per new frame, re-running the clip model "
+                       f"{clip['latency_ms']['p50']:.2f} ms ({ratio:.1f}x more).")
+    if rows:
+        best, worst = max(rows, key=lambda r: r["accuracy"]["top1"]), min(rows, key=lambda r: r["accuracy"]["top1"])
+        n = rows[0]["accuracy"]["videos"]
+        if best is worst or best["accuracy"]["top1"] == worst["accuracy"]["top1"]:
+            out.append(f"Every variant has top-1 {_pct(best['accuracy']['top1'])} on the {n} held-out videos.")
+        else:
+            out.append(f"Top-1 on the {n} held-out videos ranges from {_pct(worst['accuracy']['top1'])} "
+                       f"({worst['label']}) to {_pct(best['accuracy']['top1'])} ({best['label']}).")
+        least = min(rows, key=lambda r: (r["agreement"]["prediction_top1"] or 0.0))
+        agree = least["agreement"]
+        if agree["prediction_top1"] is not None:
+            out.append(f"Lowest agreement with the torch FP32 reference: {least['label']}, same top-1 on "
+                       f"{_pct(agree['prediction_top1'])} of {agree['predictions']} predictions "
+                       f"(max |logit difference| {agree['max_abs_logit_diff']:.3g}).")
+    hints = sorted({r["what_ran"].get("inference_precision") for r in rows if r["backend"] == "openvino"} - {None})
+    if hints:
+        out.append(f"OpenVINO compiled with inference precision {', '.join(hints)} (read back from the compiled "
+                   "model; bench --precision-hint default shows the CPU plugin's own choice).")
+    for s in report.get("skipped", [])[:1]:
+        more = len(report["skipped"]) - 1
+        out.append(f"Skipped {s['label']}{f' and {more} more' if more else ''}: {s['reason']}.")
+    return out

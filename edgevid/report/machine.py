@@ -1,0 +1,104 @@
+"""The machine a report was measured on: CPU model and flags, cores, memory, GPU, library versions.
+
+Torch-free: reads /proc/cpuinfo (Linux), ``os``, ``platform`` and installed package versions.
+"""
+
+from __future__ import annotations
+
+import os
+import platform
+from importlib.metadata import PackageNotFoundError, version
+from typing import Any
+
+# CPU flags that decide which kernels the backends pick (VNNI/AMX for INT8, bf16 for OpenVINO).
+INTERESTING_FLAGS = ("avx2", "avx512f", "avx512_vnni", "avx_vnni", "avx512_bf16", "amx_tile", "amx_int8",
+                     "amx_bf16", "asimd", "asimddp")
+LIBRARIES = ("edgevid", "numpy", "onnxruntime", "onnxruntime-gpu", "openvino", "torch", "nncf", "tensorrt")
+
+
+def _cpuinfo() -> tuple[str, set[str]]:
+    """(model name, flags) from /proc/cpuinfo; ('', {}) where there is none."""
+    model, flags = "", set()
+    try:
+        with open("/proc/cpuinfo", encoding="utf-8", errors="replace") as f:
+            for line in f:
+                key, _, value = line.partition(":")
+                key = key.strip().lower()
+                if key in ("model name", "hardware", "cpu model") and not model:
+                    model = value.strip()
+                elif key in ("flags", "features") and not flags:
+                    flags = set(value.split())
+    except OSError:
+        pass
+    return model, flags
+
+
+def _versions() -> dict[str, str]:
+    found = {}
+    for name in LIBRARIES:
+        try:
+            found[name] = version(name)
+        except PackageNotFoundError:
+            continue
+    return found
+
+
+def _memory_gib() -> float | None:
+    try:
+        return round(os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") / 2**30, 1)
+    except (ValueError, OSError, AttributeError):
+        return None
+
+
+def gpu_info() -> dict[str, Any]:
+    """GPU and TensorRT as seen from here: ``{"available": bool, "reason"|"name"|"tensorrt": ...}``.
+
+    Checked without torch: the TensorRT package and the NVIDIA driver's device files.
+    """
+    import importlib.util
+
+    info: dict[str, Any] = {"available": False}
+    if importlib.util.find_spec("tensorrt") is None:
+        info["reason"] = "tensorrt is not installed here (pip install 'edgevid[tensorrt]' on a machine with a GPU)"
+    elif not os.path.exists("/dev/nvidia0") and not os.path.exists("/dev/nvhost-ctrl"):
+        info["reason"] = "no NVIDIA GPU here"
+    else:
+        info["available"] = True
+        info["tensorrt"] = _versions().get("tensorrt", "")
+    try:
+        with open("/proc/driver/nvidia/gpus/" + os.listdir("/proc/driver/nvidia/gpus")[0] + "/information") as f:
+            for line in f:
+                if line.startswith("Model:"):
+                    info["name"] = line.split(":", 1)[1].strip()
+    except (OSError, IndexError):
+        pass
+    return info
+
+
+def describe_machine() -> dict[str, Any]:
+    """JSON-ready description of this machine (see the report schema's ``machine``)."""
+    model, flags = _cpuinfo()
+    logical = os.cpu_count() or 1
+    try:
+        usable = len(os.sched_getaffinity(0))
+    except AttributeError:  # not Linux
+        usable = logical
+    try:
+        import psutil
+
+        physical = psutil.cpu_count(logical=False) or logical
+    except ImportError:
+        physical = logical
+    return {
+        "cpu": model or platform.processor() or platform.machine(),
+        "arch": platform.machine(),
+        "cpu_flags": [f for f in INTERESTING_FLAGS if f in flags],
+        "cores_physical": int(physical),
+        "cores_logical": int(logical),
+        "cores_usable": int(usable),
+        "memory_gib": _memory_gib(),
+        "os": f"{platform.system()} {platform.release()}",
+        "python": platform.python_version(),
+        "gpu": gpu_info(),
+        "versions": _versions(),
+    }

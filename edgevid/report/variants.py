@@ -1,0 +1,163 @@
+"""The variants a report compares, and their artifacts, built once and reused from a cache.
+
+A variant is (backend, mode, precision). Its artifact is exported with
+``edgevid.pipeline.export`` into ``CACHE/<model>-<mode>-<precision>-<target>-<key>``, where
+``key`` is the sha256 of everything the export depends on (model, checkpoint hash, mode,
+precision, target, size, frames, calibration options, edgevid version): a second report with
+the same inputs reuses the artifact, any change builds a new one.
+
+FP32 artifacts are exported for the OpenVINO target, which writes ``model.onnx`` (what ONNX
+Runtime runs: the same graph as an ONNX Runtime export) and the IR, so both backends measure
+one export. FP16 and INT8 differ per target (fp16 in-graph vs compressed IR weights; NNCF's
+per-target INT8 recipes), so each backend gets its own.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import time
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+from edgevid.errors import EdgevidError
+
+BACKENDS = ("onnxruntime", "openvino", "tensorrt")
+PRECISIONS = ("fp32", "fp16", "int8")
+MODES = ("stream", "clip")
+BACKEND_LABELS = {"onnxruntime": "ONNX Runtime", "openvino": "OpenVINO", "tensorrt": "TensorRT", "torch": "torch eager"}
+
+
+@dataclass(frozen=True)
+class Variant:
+    """One row of the report: a backend running an artifact of one mode and precision."""
+
+    backend: str
+    mode: str
+    precision: str
+
+    @property
+    def name(self) -> str:
+        """Stable id, e.g. ``openvino/stream/int8``."""
+        return f"{self.backend}/{self.mode}/{self.precision}"
+
+    @property
+    def label(self) -> str:
+        """For people, e.g. ``OpenVINO stream INT8``."""
+        return f"{BACKEND_LABELS.get(self.backend, self.backend)} {self.mode} {self.precision.upper()}"
+
+    @property
+    def target(self) -> str:
+        """The export target whose artifact this variant runs."""
+        if self.precision == "fp32" and self.backend in ("onnxruntime", "openvino"):
+            return "openvino"
+        return self.backend
+
+
+@dataclass(frozen=True)
+class BuildSpec:
+    """Everything an artifact depends on; its hash keys the cache."""
+
+    model: str
+    checkpoint: str  # "default" or a path
+    checkpoint_sha256: str
+    mode: str
+    precision: str
+    target: str
+    size: int | None
+    frames: int | None
+    calib: str | None
+    calib_size: int | None
+    edgevid_version: str
+
+    def key(self) -> str:
+        """sha256 of the spec's canonical JSON (the checkpoint by content, not by path)."""
+        data = asdict(self)
+        data.pop("checkpoint")
+        return hashlib.sha256(json.dumps(data, sort_keys=True).encode()).hexdigest()
+
+
+def parse_list(text: str, known: tuple[str, ...], what: str, aliases: dict[str, str] | None = None) -> list[str]:
+    """A comma-separated choice list, checked and de-duplicated in order."""
+    out: list[str] = []
+    for item in (t.strip().lower() for t in text.split(",")):
+        if not item:
+            continue
+        item = (aliases or {}).get(item, item)
+        if item not in known:
+            raise EdgevidError(f"unknown {what} {item!r}; choose from {', '.join(known)}")
+        if item not in out:
+            out.append(item)
+    if not out:
+        raise EdgevidError(f"no {what} given; choose from {', '.join(known)}")
+    return out
+
+
+def checkpoint_sha256(model: str, checkpoint: str) -> str:
+    """The content hash of the checkpoint a report exports (the shipped one's is recorded)."""
+    from edgevid.manifest import sha256_file
+    from edgevid.models import DEFAULT_CHECKPOINT, get_config
+
+    if checkpoint == DEFAULT_CHECKPOINT:
+        spec = get_config(model).default_weights
+        if spec is None:
+            raise EdgevidError(f"{model} ships no checkpoint; pass --checkpoint PATH")
+        return spec.sha256
+    path = Path(checkpoint)
+    if not path.is_file():
+        raise EdgevidError(f"checkpoint {checkpoint} does not exist")
+    return sha256_file(path)
+
+
+def default_cache() -> Path:
+    """``$EDGEVID_CACHE/report-artifacts`` (default ``~/.cache/edgevid/report-artifacts``)."""
+    from edgevid.compress.calibration import cache_dir
+
+    return cache_dir() / "report-artifacts"
+
+
+def artifact_dir(cache: Path, spec: BuildSpec) -> Path:
+    """Where the artifact of ``spec`` lives in the cache."""
+    short = spec.model.replace("/", "_")
+    return cache / f"{short}-{spec.mode}-{spec.precision}-{spec.target}-{spec.key()[:16]}"
+
+
+def ensure_artifact(spec: BuildSpec, cache: Path, *, progress: bool = False) -> tuple[Path, bool, float]:
+    """(artifact dir, reused?, seconds spent building) for ``spec``; exports it if not cached.
+
+    The export is atomic (staged then renamed), so an interrupted build leaves no entry.
+    """
+    from edgevid.runtime import ArtifactError, open_artifact
+
+    out = artifact_dir(cache, spec)
+    if (out / "manifest.json").is_file():
+        try:
+            open_artifact(out)
+            return out, True, 0.0
+        except ArtifactError:
+            pass  # a damaged cache entry: rebuilt below (force)
+    from edgevid.pipeline import export
+
+    cache.mkdir(parents=True, exist_ok=True)
+    t0 = time.perf_counter()
+    options: dict[str, Any] = {}
+    if spec.precision == "int8":
+        options = {"calib": spec.calib, "calib_size": spec.calib_size}
+    export(spec.model, out, checkpoint=spec.checkpoint, mode=spec.mode, target=spec.target,
+           precision=spec.precision, size=spec.size, frames=spec.frames, validate=True, progress=progress,
+           force=True, **options)
+    return out, False, time.perf_counter() - t0
+
+
+def build_spec(model: str, checkpoint: str, variant: Variant, *, size: int | None, frames: int | None,
+               calib: str | os.PathLike | None, calib_size: int | None, ckpt_hash: str) -> BuildSpec:
+    """The BuildSpec of a variant's artifact."""
+    from edgevid import __version__
+
+    int8 = variant.precision == "int8"
+    return BuildSpec(model=model, checkpoint=str(checkpoint), checkpoint_sha256=ckpt_hash, mode=variant.mode,
+                     precision=variant.precision, target=variant.target, size=size, frames=frames,
+                     calib=str(Path(calib).resolve()) if (int8 and calib) else None,
+                     calib_size=calib_size if int8 else None, edgevid_version=__version__)
