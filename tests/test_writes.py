@@ -154,6 +154,38 @@ def test_train_writes_through_no_planted_symlink_and_keeps_existing_outputs(
     assert (args.output, args.width_mult) == ("x.pt", 0.5)
 
 
+def _verbs(parser=None, prefix=()):
+    """(verb path, its parser) for every leaf verb of the CLI, e.g. (("data", "synth"), parser)."""
+    import argparse
+
+    parser = parser or build_parser()
+    subs = [a for a in parser._actions if isinstance(a, argparse._SubParsersAction)]
+    if not subs:
+        yield prefix, parser
+        return
+    for name, child in subs[0].choices.items():
+        yield from _verbs(child, (*prefix, name))
+
+
+# The verbs that write a file or folder the user names (run: the annotated video).
+_WRITERS = {("data", "synth"), ("train",), ("export",), ("compress",), ("run",), ("report",)}
+
+
+def test_every_verb_speaks_the_same_flags() -> None:
+    """-q/--quiet and --json on every verb; -o/--output on every verb that writes; --width-mult, not --width."""
+    verbs = dict(_verbs())
+    assert _WRITERS <= set(verbs) and ("zoo", "list") in verbs and ("bench",) in verbs
+    for path, parser in verbs.items():
+        flags = {flag for action in parser._actions for flag in action.option_strings}
+        verb = " ".join(path)
+        assert {"-q", "--quiet", "--json"} <= flags, verb
+        if path in _WRITERS:
+            assert {"-o", "--output"} <= flags, verb
+        assert "--out" not in flags or path == ("run",), verb  # run keeps --out as an alias
+        if "--width-mult" in flags or "--width" in flags:
+            assert "--width-mult" in flags, verb
+
+
 _WRITE_UNDER_SIZE_LIMIT = r"""
 import resource, signal, sys
 from pathlib import Path
@@ -326,3 +358,67 @@ def test_compressed_export_records_the_frame_stride(compressed: tuple[Path, obje
 
     export_model("tsm", tmp_path / "art", checkpoint=compressed[0], mode="stream", validate=False, progress=False)
     assert Manifest.load(tmp_path / "art").sampling.stride == 2
+
+
+def _final_label_hits(artifact: Path, videos: list[tuple[Path, str]], **session_options: int) -> int:
+    """Videos whose final prediction (as `edgevid run` makes it) is their label."""
+    from edgevid import runtime
+
+    hits = 0
+    with runtime.load(artifact, "onnxruntime") as runner:
+        for path, label in videos:
+            session = runtime.open_session(runner, **session_options)
+            for frame in runtime.open_source(str(path)):
+                session.push(frame)
+            hits += int(session.last is not None and session.last.label == label)
+            session.close()
+    return hits
+
+
+def test_compress_export_run_keeps_the_stride_and_the_accuracy(tmp_path: Path) -> None:
+    """The regression as a user met it: shipped TSM (stride 2) -> compress -> export -> run.
+
+    The compressed export must sample every 2nd frame like the shipped one and reach its
+    final-label accuracy on held-out videos (light sparsity, no fine-tune: the weights barely
+    move). Stepping every frame, as the broken compress made the runtime do, must score
+    clearly lower on the same videos, or this test could not see the regression.
+    """
+    from edgevid.compress.pipeline import compress_model
+    from edgevid.data.synth import generate_dataset
+    from edgevid.export.api import export_model
+    from edgevid.manifest import Manifest
+
+    data = tmp_path / "heldout"
+    generate_dataset(data, seed=1, videos_per_class=4, frames=16, size=112, val_fraction=0.5, progress=False)
+    videos = [(p, p.parent.name) for p in sorted((data).glob("*/*.mp4"))
+              if f"{p.parent.name}/{p.name}" in (data / "val.txt").read_text()]
+    assert len(videos) >= 20
+    compressed = tmp_path / "sparse.pt"
+    compress_model("tsm", data, compressed, checkpoint="default", sparsity=0.2, epochs=0, measure_latency=False)
+    shipped_art, compressed_art = tmp_path / "shipped", tmp_path / "compressed"
+    export_model("tsm", shipped_art, checkpoint="default", mode="stream", validate=False, progress=False)
+    export_model("tsm", compressed_art, checkpoint=compressed, mode="stream", validate=False, progress=False)
+    assert Manifest.load(compressed_art).sampling == Manifest.load(shipped_art).sampling
+    assert Manifest.load(compressed_art).sampling.stride == 2
+
+    shipped = _final_label_hits(shipped_art, videos)
+    kept = _final_label_hits(compressed_art, videos)
+    every_frame = _final_label_hits(compressed_art, videos, every=1)
+    assert kept >= shipped - 1, (kept, shipped, len(videos))
+    assert kept > len(videos) / 2, (kept, len(videos))
+    assert every_frame <= kept - 3, (every_frame, kept, len(videos))
+
+
+def test_dataloader_workers_leave_no_sigchld_handler_behind(tiny_data: Path) -> None:
+    """torch's DataLoader installs a process-wide SIGCHLD handler and never removes it; edgevid's
+    training and evaluation put the previous handling back, so the program around them (here: the
+    test run) is not interrupted on every child exit afterwards (it crashed this suite once)."""
+    from torch.utils.data._utils import signal_handling
+
+    from edgevid.train.evaluate import evaluate_checkpoint
+
+    before = signal.getsignal(signal.SIGCHLD)
+    result = evaluate_checkpoint("tsm", str(tiny_data), "default", workers=1, progress=False)
+    assert result.clips > 0
+    assert signal.getsignal(signal.SIGCHLD) == before
+    assert signal_handling._SIGCHLD_handler_set is False  # a later DataLoader installs torch's again

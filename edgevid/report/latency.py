@@ -71,12 +71,15 @@ def interleaved(calls: dict[str, Callable[[], object]], *, rounds: int, block: i
               disable=not progress, leave=False) as bar:
         for r in range(rounds):
             for key in (keys if r % 2 == 0 else keys[::-1]):
-                fn, out = calls[key], samples[key]
+                fn, times = calls[key], []
                 fn()  # re-warm this library's thread pool after the previous block
                 for _ in range(block):
                     t0 = time.perf_counter()
                     fn()
-                    out.append((time.perf_counter() - t0) * 1e3)
+                    times.append((time.perf_counter() - t0) * 1e3)
+                # Whole blocks only: a Ctrl-C mid-block keeps every variant at rounds x block
+                # calls, so no variant gets a partial, drift-biased extra block.
+                samples[key].extend(times)
                 bar.update(1)
             if deadline is not None and time.perf_counter() > deadline and r % 2 == 1:
                 break

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
+from edgevid.train.trainer import restores_sigchld
+
 
 @dataclass
 class EvalResult:
@@ -34,6 +36,7 @@ def _class_difference(data: list[str], model: list[str]) -> str:
     return "; ".join(parts)
 
 
+@restores_sigchld
 def evaluate_checkpoint(model_name: str, data: str, checkpoint: str | None = "default", split: str = "val",
                         batch_size: int = 8, workers: int = 1, on_error: str = "raise",
                         progress: bool = True) -> EvalResult:

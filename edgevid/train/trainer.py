@@ -8,13 +8,17 @@ uninterrupted one (with worker processes the augmentation draws differ after a r
 
 from __future__ import annotations
 
+import functools
 import math
 import os
+import signal
 import sys
+import threading
 import time
+from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, TypeVar
 
 import numpy as np
 import torch
@@ -184,6 +188,39 @@ def loader_workers(workers: int) -> dict[str, Any]:
     return {"num_workers": workers, "multiprocessing_context": "forkserver" if workers > 0 else None}
 
 
+_F = TypeVar("_F", bound=Callable[..., Any])
+
+
+def restores_sigchld(fn: _F) -> _F:
+    """Run ``fn`` and put the process's SIGCHLD handling back as it was afterwards.
+
+    A DataLoader with worker processes installs a process-wide Python SIGCHLD handler the
+    first time it iterates, and torch never removes it. edgevid is also a library: the
+    program around it (a test run, a notebook, a server) keeps spawning subprocesses, and
+    every child exit then interrupts it with that handler. In the test suite that showed as
+    a SIGSEGV (si_code SI_KERNEL) in the main thread on an AMX CPU, right as a child exited,
+    long after training had finished; with the handler gone the same run passes. Inside
+    ``fn`` torch keeps its handler (it reports a worker that died), and its "installed"
+    flag is reset so a later DataLoader installs it again.
+    """
+
+    @functools.wraps(fn)
+    def wrapper(*args: Any, **kwargs: Any) -> Any:
+        if threading.current_thread() is not threading.main_thread():
+            return fn(*args, **kwargs)  # signal handlers belong to the main thread
+        from torch.utils.data._utils import signal_handling
+
+        before = signal.getsignal(signal.SIGCHLD)
+        was_set = getattr(signal_handling, "_SIGCHLD_handler_set", False)
+        try:
+            return fn(*args, **kwargs)
+        finally:
+            signal.signal(signal.SIGCHLD, before if before is not None else signal.SIG_DFL)
+            signal_handling._SIGCHLD_handler_set = was_set
+
+    return wrapper  # type: ignore[return-value]
+
+
 def _loaders(cfg: TrainConfig, generator: torch.Generator) -> tuple[DataLoader, DataLoader, list[str]]:
     """Train and val loaders of ``cfg.data`` (train order drawn from ``generator``) and the class names."""
     from torch.utils.data import DataLoader
@@ -240,6 +277,7 @@ def _frame_stride(cfg: TrainConfig, num_frames: list[int | None]) -> int:
     return max(1, round(float(np.median(counts)) / cfg.frames)) if counts else 1
 
 
+@restores_sigchld
 def train(cfg: TrainConfig) -> list[EpochResult]:
     """Train, keeping the best checkpoint (by val top-1) at ``cfg.out``; returns the history."""
 
