@@ -15,7 +15,7 @@ from typing import Any
 from edgevid.report.render_md import machine_line, table_rows
 
 _COLORS = {"onnxruntime": "#1f77b4", "openvino": "#6a3d9a", "tensorrt": "#2ca02c", "torch": "#d62728"}
-_MARKERS = {"stream": "o", "clip": "s"}
+_MARKERS = {"fp32": "o", "fp16": "D", "int8": "^"}  # precision; stream points filled, clip points hollow
 
 
 def _svg(fig: Any) -> str:
@@ -41,13 +41,18 @@ def scatter_svg(report: dict[str, Any]) -> str | None:
     rows = [r for r in report["rows"] if r.get("latency_ms")]
     if not rows:
         return None
-    fig = _figure(7.5, 4.2)
+    fig = _figure(9.0, 4.2)
     ax = fig.add_subplot()
-    for i, r in enumerate(rows):
+    for r in rows:
         x, y = r["latency_ms"]["p50"], 100 * r["accuracy"]["top1"]
-        ax.scatter([x], [y], s=60, c=_COLORS.get(r["backend"], "#444"), marker=_MARKERS.get(r["mode"], "o"),
-                   edgecolors="black", linewidths=0.5, zorder=3)
-        ax.annotate(r["label"], (x, y), textcoords="offset points", xytext=(6, 4 + 9 * (i % 3)), fontsize=7)  # staggered: ties overlap
+        color = _COLORS.get(r["backend"], "#444")
+        filled = r["mode"] == "stream"
+        # A legend, not labels at the points: variants with the same accuracy sit on one line
+        # and their labels would overlap. Colour: backend; shape: precision; fill: mode.
+        ax.scatter([x], [y], s=70, marker=_MARKERS.get(r["precision"], "o"), facecolors=color if filled else "white",
+                   edgecolors=color if not filled else "black", linewidths=1.4 if not filled else 0.5, zorder=3,
+                   label=r["label"])
+    ax.legend(loc="upper left", bbox_to_anchor=(1.02, 1.0), fontsize=7, frameon=False, borderaxespad=0)
     ax.set_xscale("log")
     ax.set_xlabel("median latency per call, ms (log scale; stream: one step, clip: one clip)")
     ax.set_ylabel("top-1 %")
