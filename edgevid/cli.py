@@ -25,6 +25,8 @@ COMMANDS: dict[str, str] = {
     "run": "edgevid.commands.run",
     "bench": "edgevid.commands.bench",
     "report": "edgevid.commands.report",
+    "devices": "edgevid.commands.devices",
+    "deploy": "edgevid.commands.deploy",
 }
 
 

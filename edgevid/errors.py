@@ -10,6 +10,10 @@ class EdgevidError(Exception):
     """A mistake the user can fix (bad argument, missing file, mismatched artifact)."""
 
 
+class EdgevidWarning(UserWarning):
+    """Something the user should know and can act on (the CLI prints it as one line)."""
+
+
 class MissingExtraError(EdgevidError):
     """An optional dependency is not installed."""
 

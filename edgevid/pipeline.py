@@ -15,7 +15,7 @@ from typing import Any
 from edgevid.manifest import Manifest
 
 
-def export(model: str, out_dir: str | os.PathLike | None = None, *, precision: str = "fp32",
+def export(model: str, out_dir: str | os.PathLike | None = None, *, precision: str | None = None,
            calib: str | os.PathLike | None = None, calib_size: int | None = None,
            max_accuracy_drop: float | None = None, **options: Any) -> Manifest:
     """Export a zoo model like ``export_model``; ``precision="int8"`` quantizes with NNCF.

@@ -20,7 +20,7 @@ import pytest
 from edgevid.errors import EdgevidError
 from edgevid.manifest import Manifest, ManifestError, sha256_file
 from edgevid.runtime import load, open_session
-from edgevid.runtime.artifact import Artifact, ArtifactError, open_artifact
+from edgevid.runtime.artifact import ArtifactError, open_artifact
 
 # A small, valid stream manifest (the shape of what `edgevid export` writes).
 BASE = {
@@ -255,44 +255,64 @@ def test_openvino_reads_the_checked_weights(runtime_stream_artifact, tmp_path):
     np.testing.assert_allclose(outs[1], outs[0], atol=1e-6)
 
 
-# -- the TensorRT engine cache: where it writes (no tensorrt needed) ----------------------------
+# -- TensorRT engines: never written into the artifact, never read from outside it (fake TensorRT) ----
 
 
-def _artifact(directory: Path, **files: str) -> Artifact:
-    data = copy.deepcopy(BASE)
-    data["files"] = {"onnx": "model.onnx", **files}
-    return Artifact(directory, Manifest.from_dict(data))
+def _shipped_engine_artifact(src: Path, dst: Path, monkeypatch) -> Path:
+    """A copy of ``src`` with an engine built "on this device" by the fake TensorRT, as export ships it."""
+    from fakes.tensorrt_fake import install
+
+    from edgevid.export.tensorrt import build_engine_now
+
+    install(monkeypatch, "10.3.0.30")
+    art = dst
+    shutil.copytree(src, art)
+    facts = build_engine_now(art / "model.onnx", art / "model.engine", precision="fp32", fp16_kernels=False)
+    data = json.loads((art / "manifest.json").read_text())
+    data["files"]["engine"] = "model.engine"
+    data["provenance"]["engine_sha256"] = sha256_file(art / "model.engine")
+    data["build"]["tensorrt"] = facts
+    (art / "manifest.json").write_text(json.dumps(data))
+    return art
 
 
-def test_engine_cache_goes_inside_the_artifact(tmp_path):
-    from edgevid.runtime.backends.tensorrt import engine_cache_paths
+def test_engines_built_at_load_never_go_into_the_artifact(runtime_stream_artifact, tmp_path, monkeypatch):
+    from edgevid.runtime import load
 
-    assert engine_cache_paths(_artifact(tmp_path)) == (tmp_path / "model.engine", tmp_path / "model.engine.meta.json")
-    assert engine_cache_paths(_artifact(tmp_path, engine="a.plan"))[1] == tmp_path / "a.plan.meta.json"
-
-
-def test_engine_cache_never_writes_outside_or_over_the_model(tmp_path):
-    from edgevid.runtime.backends.tensorrt import engine_cache_paths
-
+    monkeypatch.setenv("EDGEVID_CACHE", str(tmp_path / "cache"))
     art = tmp_path / "art"
-    art.mkdir()
-    victim = tmp_path / "victim.txt"
-    victim.write_text("keep me")
-    manifest = _artifact(art).manifest
-    manifest.files["engine"] = "../victim.txt"  # a Manifest built in code skips from_dict: checked again
+    shutil.copytree(runtime_stream_artifact, art)
+    before = sorted(p.name for p in art.iterdir())
+    _shipped_engine_artifact(runtime_stream_artifact, tmp_path / "unused", monkeypatch)  # installs the fake
+    with load(art, "tensorrt") as runner:
+        assert runner.engine_source == "built" and runner.engine_path.is_relative_to(tmp_path / "cache")
+    assert sorted(p.name for p in art.iterdir()) == before
+
+
+def test_a_shipped_engine_is_read_only_from_inside_the_artifact(runtime_stream_artifact, tmp_path, monkeypatch):
+    from edgevid.runtime import load
+
+    monkeypatch.setenv("EDGEVID_CACHE", str(tmp_path / "cache"))
+    art = _shipped_engine_artifact(runtime_stream_artifact, tmp_path / "art", monkeypatch)
+    with load(art, "tensorrt") as runner:
+        assert runner.engine_source == "shipped"
+    victim = tmp_path / "victim.engine"
+    shutil.copyfile(art / "model.engine", victim)  # the very same bytes, outside the artifact
+    data = json.loads((art / "manifest.json").read_text())
+    data["files"]["engine"] = "../victim.engine"
+    (art / "manifest.json").write_text(json.dumps(data))
     with pytest.raises(ManifestError, match="files.engine must be a plain file name"):
-        engine_cache_paths(Artifact(art, manifest))
+        load(art, "tensorrt")
+    data["files"]["engine"] = "model.engine"
+    (art / "manifest.json").write_text(json.dumps(data))
+    (art / "model.engine").unlink()
     (art / "model.engine").symlink_to(victim)
     with pytest.raises(ArtifactError, match="outside the artifact folder"):
-        engine_cache_paths(_artifact(art))
+        load(art, "tensorrt")
     (art / "model.engine").unlink()
-    (art / "model.engine.meta.json").symlink_to(victim)
-    with pytest.raises(ArtifactError, match="outside the artifact folder"):
-        engine_cache_paths(_artifact(art))
-    for name in ("model.onnx", "manifest.json"):
-        with pytest.raises(EdgevidError, match="would overwrite"):
-            engine_cache_paths(_artifact(art, engine=name))
-    assert victim.read_text() == "keep me"
+    (art / "model.engine").write_bytes(victim.read_bytes()[:-1])
+    with pytest.raises(ArtifactError, match="does not match manifest.json"):
+        load(art, "tensorrt")
 
 
 # -- session bounds -------------------------------------------------------------------------------

@@ -355,6 +355,45 @@ def _(ctx):
     return ["bench", ctx.stream_artifact, "--backend", "ort", "--precision-hint", "f32"], "openvino only"
 
 
+@case("bench-dla-core-not-tensorrt")
+def _(ctx):
+    return ["bench", ctx.stream_artifact, "--backend", "ort", "--dla-core", "0"], "--dla-core applies to the tensorrt"
+
+
+# --- devices and deploy bundles ------------------------------------------------------------------
+
+
+@case("device-unknown")
+def _(ctx):
+    return ["export", "--model", "tsm", "--device", "pi5", "-o", ctx.tmp / "out"], "unknown device 'pi5'"
+
+
+@case("device-unsupported")
+def _(ctx):
+    return ["deploy", "--model", "tsm", "--device", "jetson-nano", "-o", ctx.tmp / "b"], "is not supported: JetPack 4.6"
+
+
+@case("device-cannot-run-the-target")
+def _(ctx):
+    return (["export", "--model", "tsm", "--device", "x86-cpu", "--target", "tensorrt", "-o", ctx.tmp / "out"],
+            "x86-cpu runs openvino, onnxruntime, not tensorrt")
+
+
+@case("device-opset-too-new")
+def _(ctx):
+    return (["export", "--model", "tsm", "--device", "orin-nano", "--opset", "19", "-o", ctx.tmp / "out"],
+            "too new")
+
+
+@case("bundle-without-its-manifest")
+def _(ctx):
+    bundle = ctx.tmp / "bundle"
+    shutil.copytree(ctx.stream_artifact, bundle / "art")
+    (bundle / "art" / "manifest.json").unlink()
+    (bundle / "bundle.json").write_text(json.dumps({"artifacts": [{"path": "art"}]}))
+    return ["run", bundle, "--video", ctx.video], "art/manifest.json is missing"
+
+
 @case("report-unknown-backend")
 def _(ctx):
     return ["report", "--model", "tsm", "--backends", "onnxruntime,tpu", "-o", ctx.tmp / "r"], "unknown backend 'tpu'"

@@ -278,6 +278,29 @@ def test_uint8_input_equals_float_input_with_host_preprocessing(artifact, checkp
     _peak_close(u8, f32, FP32_TOL)
 
 
+def test_uint8_tensorrt_export_casts_before_anything_else(checkpoint, tmp_path):
+    """TensorRT takes uint8 only as a network input feeding a Cast: no uint8 Transpose (or any other
+    uint8 layer) may follow the input, and check_tensorrt_ready refuses a graph that has one."""
+    from onnx import helper
+
+    out = tmp_path / "u8trt"
+    export_model(ONLINE_TSM, out, checkpoint=checkpoint(ONLINE_TSM)[1], uint8_input=True, target="tensorrt",
+                 frames=FRAMES, size=SIZE, progress=False, validate=False)
+    proto = onnx.load(str(out / "model.onnx"))
+    first = [n for n in proto.graph.node if proto.graph.input[0].name in n.input]
+    assert [n.op_type for n in first] == ["Cast"]
+    check_tensorrt_ready(proto)
+    # The graph as it was exported before the fix: channels-last -> first on uint8, then the Cast.
+    bad = helper.make_model(helper.make_graph(
+        [helper.make_node("Transpose", ["x"], ["t"], perm=[0, 3, 1, 2]),
+         helper.make_node("Cast", ["t"], ["y"], to=onnx.TensorProto.FLOAT)], "g",
+        [helper.make_tensor_value_info("x", onnx.TensorProto.UINT8, [1, 8, 8, 3])],
+        [helper.make_tensor_value_info("y", onnx.TensorProto.FLOAT, [1, 3, 8, 8])]),
+        opset_imports=[helper.make_opsetid("", 17)])
+    with pytest.raises(EdgevidError, match="uint8 input 'x' feeds Transpose .*Transpose .* makes the uint8 tensor 't'"):
+        check_tensorrt_ready(bad)
+
+
 def test_fp16_tensorrt_export_through_the_cli(checkpoint, artifact, tmp_path, monkeypatch, capsys):
     monkeypatch.chdir(tmp_path)
     code = cli_main(["export", "--model", "tsm", "--checkpoint", str(checkpoint(ONLINE_TSM)[1]), "--target", "trt",
@@ -447,3 +470,5 @@ def test_tensorrt_engine_is_built_when_a_gpu_is_present(checkpoint, tmp_path):
                             precision="fp16", frames=FRAMES, size=SIZE, progress=False)
     assert manifest.build["tensorrt"]["engine"] == "built" and (tmp_path / "e" / "model.engine").is_file()
     assert manifest.provenance["engine_sha256"] == sha256_file(tmp_path / "e" / "model.engine")
+    assert manifest.validation["tensorrt"]["passed"]  # the engine itself, against torch
+    assert manifest.build["tensorrt"]["device"]["tensorrt"] == manifest.build["tensorrt"]["tensorrt_version"]

@@ -378,17 +378,20 @@ def test_missing_tensorrt_names_the_extra(runtime_stream_artifact, runtime_video
 
 
 @pytest.mark.gpu
-def test_tensorrt_stream_matches_onnxruntime(runtime_stream_artifact, runners, video_frames, tmp_path):
+def test_tensorrt_stream_matches_onnxruntime(runtime_stream_artifact, runners, video_frames, tmp_path, monkeypatch):
     pytest.importorskip("tensorrt")
-    artifact = tmp_path / "artifact"  # the engine is built and cached into the artifact
+    monkeypatch.setenv("EDGEVID_CACHE", str(tmp_path / "cache"))  # the engine is built and cached here
+    artifact = tmp_path / "artifact"
     shutil.copytree(runtime_stream_artifact, artifact)
     ort = run_stream(StreamSession(runners["onnxruntime"]), video_frames)
     with load(artifact, "tensorrt") as runner:
+        assert runner.engine_source == "built"
         a, b = StreamSession(runner), StreamSession(runner)
         together = [(a.push(f).logits, b.push(g).logits) for f, g in zip(video_frames, video_frames[::-1])]
         np.testing.assert_allclose([x for x, _ in together], ort, atol=1e-3, rtol=0)
         a.reset()
         np.testing.assert_allclose(run_stream(a, video_frames), ort, atol=1e-3, rtol=0)
-    assert (artifact / "model.engine").is_file()
+    assert list((tmp_path / "cache" / "tensorrt").glob("*/model.engine"))
     with load(artifact, "tensorrt") as runner:  # second load reuses the cached engine
+        assert runner.engine_source == "cache"
         np.testing.assert_allclose(run_stream(StreamSession(runner), video_frames[:4]), ort[:4], atol=1e-3)

@@ -45,9 +45,11 @@ def add_parser(subparsers: Any) -> None:
         "inference): min/mean/p50/p90/p99/max, throughput, load time, peak memory, and what ran "
         "(execution providers, threads, OpenVINO's real inference precision).",
     )
-    p.add_argument("artifact", metavar="ARTIFACT", help="artifact directory (manifest.json + model files)")
+    p.add_argument("artifact", metavar="ARTIFACT",
+                   help="artifact directory (manifest.json + model files), or a bundle from `edgevid deploy`")
     p.add_argument("--backend", metavar="B",
                    help="onnxruntime | openvino | tensorrt (aliases ort, ov, trt); default: the manifest's target")
+    p.add_argument("--dla-core", type=int, metavar="N", help="tensorrt: build the engine for DLA core N")
     p.add_argument("--threads", type=_positive, metavar="N", help="backend threads (default: the backend's)")
     p.add_argument("--warmup", type=_non_negative, default=10, metavar="K", help="untimed calls first (default 10)")
     amount = p.add_mutually_exclusive_group()
@@ -67,6 +69,6 @@ def run(args: argparse.Namespace) -> int:
 
     result = bench_artifact(args.artifact, args.backend, threads=args.threads, warmup=args.warmup,
                             iterations=args.iterations, seconds=args.seconds, precision_hint=args.precision_hint,
-                            progress=not args.quiet and not args.json)
+                            progress=not args.quiet and not args.json, dla_core=args.dla_core)
     print(json.dumps(result, indent=2) if args.json else format_bench(result))
     return 0

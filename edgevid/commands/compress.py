@@ -42,14 +42,16 @@ def run(args: argparse.Namespace) -> int:
     from edgevid.errors import require
 
     require("torch", "export")
+    from edgevid.commands import warnings_as_lines
     from edgevid.compress.pipeline import compress_model
     from edgevid.compress.sparsity import parse_sparsity
 
     sparsity = parse_sparsity(args.sparsity) if args.sparsity is not None else None
-    report = compress_model(args.model, args.data, args.output, checkpoint=args.checkpoint, sparsity=sparsity,
-                            prune_channels=args.prune_channels, epochs=args.epochs, lr=args.lr,
-                            batch_size=args.batch_size, size=args.size, progress=not args.quiet,
-                            force=args.force)
+    with warnings_as_lines("compress"):
+        report = compress_model(args.model, args.data, args.output, checkpoint=args.checkpoint, sparsity=sparsity,
+                                prune_channels=args.prune_channels, epochs=args.epochs, lr=args.lr,
+                                batch_size=args.batch_size, size=args.size, progress=not args.quiet,
+                                force=args.force)
     if args.json:
         print(json.dumps(report.to_dict(), indent=2))
         return 0

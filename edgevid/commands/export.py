@@ -4,8 +4,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import sys
-import warnings
 from pathlib import Path
 
 # Plain data only (no torch): `edgevid --help` stays instant.
@@ -29,12 +27,17 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--mode", choices=("clip", "stream"),
                    help="clip: frames (N,T,3,H,W) -> logits; stream: frame + states -> logits + states "
                         "(default: stream if the model can stream)")
-    p.add_argument("--target", default="onnxruntime", choices=target_names(), metavar="TARGET",
-                   help=f"one of {', '.join(target_names())} (default onnxruntime)")
-    p.add_argument("--precision", default="fp32", choices=PRECISIONS,
+    p.add_argument("--target", choices=target_names(), metavar="TARGET",
+                   help=f"one of {', '.join(target_names())} (default: the --device profile's backend, else "
+                        "onnxruntime)")
+    p.add_argument("--device", metavar="PROFILE",
+                   help="device profile (edgevid devices list), e.g. orin-nano: picks target, precision and opset, "
+                        "refuses what the device cannot run; TensorRT engines of fp32 exports for a Jetson use fp16 "
+                        "kernels")
+    p.add_argument("--precision", choices=PRECISIONS,
                    help="fp16: fp16 weights and compute in the ONNX with fp32 inputs/outputs "
                         "(OpenVINO: fp16-compressed IR weights); int8: NNCF post-training quantization "
-                        "(QDQ ONNX), calibrated on real video; default fp32")
+                        "(QDQ ONNX), calibrated on real video; default fp32 (or the --device profile's)")
     p.add_argument("--calib", metavar="DATA",
                    help="int8: dataset folder to calibrate on (its train split; the val split measures "
                         "INT8 vs FP32). Default: the built-in synthetic set, generated once into the cache")
@@ -44,8 +47,8 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
                         "top-1 drops by at most X (absolute, 0.01 = 1 point)")
     p.add_argument("--frames", type=int, metavar="T", help="frames per clip (default: the model's)")
     p.add_argument("--size", type=int, metavar="S", help="input crop size in pixels (default: the model's)")
-    p.add_argument("--opset", type=int, default=DEFAULT_OPSET,
-                   help=f"ONNX opset (default {DEFAULT_OPSET}, the newest TensorRT 8.5 on JetPack 5 parses)")
+    p.add_argument("--opset", type=int,
+                   help=f"ONNX opset (default {DEFAULT_OPSET}, the newest TensorRT 8.5 / 8.6 parse)")
     p.add_argument("--uint8-input", action="store_true",
                    help="the graph takes uint8 RGB crops, channels last, and normalises inside "
                         "(4x less input bandwidth, less host work)")
@@ -67,17 +70,16 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
 
 def run(args: argparse.Namespace) -> int:
     """Export, then print a one-screen summary."""
+    from edgevid.commands import warnings_as_lines
     from edgevid.pipeline import export
 
-    with warnings.catch_warnings():
-        warnings.simplefilter("always")
-        warnings.showwarning = _show_warning  # one line, printed when it happens
+    with warnings_as_lines("export"):
         manifest = export(
             args.model, args.output, checkpoint=args.checkpoint, mode=args.mode, target=args.target,
             precision=args.precision, frames=args.frames, size=args.size, opset=args.opset,
             uint8_input=args.uint8_input, force=args.force, width_mult=args.width_mult, batch=args.batch,
             validate=not args.no_validate, tolerance=args.tolerance, progress=not args.quiet,
-            **_int8_options(args),
+            device=args.device, **_int8_options(args),
         )
     out = (Path(args.output) if args.output else _default_dir(manifest, args)).absolute()
     if args.json:
@@ -93,15 +95,11 @@ def _int8_options(args: argparse.Namespace) -> dict:
     return {k: v for k, v in given.items() if v is not None}
 
 
-def _show_warning(message, category, filename, lineno, file=None, line=None) -> None:
-    if category.__module__.startswith("edgevid"):
-        print(f"edgevid export: warning: {message}", file=sys.stderr, flush=True)
-
-
 def _default_dir(manifest, args: argparse.Namespace) -> Path:
     from edgevid.export.api import default_output_dir
 
-    return default_output_dir(manifest.model, manifest.mode, manifest.target, manifest.precision, args.uint8_input)
+    return default_output_dir(manifest.model, manifest.mode, manifest.target, manifest.precision, args.uint8_input,
+                              manifest.device)
 
 
 def _shape(shape: list) -> str:
@@ -110,7 +108,8 @@ def _shape(shape: list) -> str:
 
 def summary(manifest, out: Path) -> str:
     """The one-screen report: files, I/O, states, validation."""
-    lines = [f"exported {manifest.model} ({manifest.mode} mode, {manifest.precision}, target {manifest.target}) "
+    device = f", device {manifest.device}" if manifest.device != "generic" else ""
+    lines = [f"exported {manifest.model} ({manifest.mode} mode, {manifest.precision}, target {manifest.target}{device}) "
              f"to {out}"]
     for role, name in manifest.files.items():
         size = (out / name).stat().st_size if (out / name).is_file() else 0

@@ -40,13 +40,16 @@ def add_parser(subparsers: Any) -> None:
         "before a stream has seen the model's clip length are marked as warm-up. A summary with fps and "
         "per-stage latency goes to stderr at the end.",
     )
-    p.add_argument("artifact", metavar="DIR", help="artifact directory (manifest.json + model files)")
+    p.add_argument("artifact", metavar="DIR",
+                   help="artifact directory (manifest.json + model files), or a bundle from `edgevid deploy`")
     source = p.add_mutually_exclusive_group(required=True)
     source.add_argument("--video", metavar="SRC",
                         help="video file, folder of frames, rtsp://|http:// URL, or GStreamer pipeline")
     source.add_argument("--camera", type=_camera_index, metavar="N", help="camera index (e.g. 0)")
     p.add_argument("--backend", metavar="B",
                    help="onnxruntime | openvino | tensorrt (aliases ort, ov, trt); default: the manifest's target")
+    p.add_argument("--dla-core", type=int, metavar="N",
+                   help="tensorrt: build the engine for DLA core N (Jetson Xavier / Orin NX / AGX Orin), GPU fallback")
     p.add_argument("--every", type=_positive, metavar="N",
                    help="stream mode: run the model on every N-th frame (default: the frame stride the model "
                    "was trained with, from the manifest); clip mode: predict every N-th sampled frame (default 1)")
@@ -166,7 +169,11 @@ def run(args: argparse.Namespace) -> int:
     frames = predictions = warmup = 0
     interrupted = False
     printer = _Printer(args.json, args.quiet)
-    with runtime.load(args.artifact, args.backend) as runner:
+    from edgevid.report.bench import resolve_artifact, runner_options
+
+    artifact = resolve_artifact(args.artifact)
+    backend = runtime.canonical_name(args.backend or runtime.open_artifact(artifact).manifest.target)
+    with runtime.load(artifact, backend, **runner_options(backend, None, None, args.dla_core)) as runner:
         session = runtime.open_session(runner, topk=args.topk, smooth=args.smooth, every=args.every)
         source = runtime.open_source(args.camera if args.camera is not None else args.video)
         writer = AnnotatedWriter(args.out, source.fps) if args.out else None

@@ -28,6 +28,7 @@ from typing import Any
 
 import numpy as np
 
+from edgevid.cache import cache_dir
 from edgevid.errors import EdgevidError
 from edgevid.manifest import Preprocess, StatePair
 
@@ -81,11 +82,6 @@ class CalibrationSet:
     def describe(self) -> dict[str, Any]:
         """JSON-ready summary for the manifest."""
         return {"source": self.source, "clips": self.clips, "samples": len(self.samples), "states": self.states}
-
-
-def cache_dir() -> Path:
-    """Where generated data lives: ``$EDGEVID_CACHE`` or ``~/.cache/edgevid``."""
-    return Path(os.environ.get("EDGEVID_CACHE") or Path.home() / ".cache" / "edgevid")
 
 
 def default_calibration_data(progress: bool = False) -> Path:

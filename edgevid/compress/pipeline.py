@@ -25,7 +25,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from edgevid.errors import EdgevidError
+from edgevid.errors import EdgevidError, EdgevidWarning
 
 
 @dataclass
@@ -139,7 +139,7 @@ def compress_model(model_name: str, data: str | os.PathLike, out: str | os.PathL
         checkpoint = "default"
     if checkpoint is None:
         warnings.warn(f"{model_name} ships no checkpoint and none was given: compressing RANDOM weights",
-                      stacklevel=2)
+                      EdgevidWarning, stacklevel=2)
     model = build_model(model_name, checkpoint=checkpoint).eval()
     cfg = model.config
     source_train_config = _train_config_of(model_name, checkpoint)

@@ -18,7 +18,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Protocol
 
-from edgevid.errors import EdgevidError
+from edgevid.errors import EdgevidError, EdgevidWarning
 from edgevid.export.staging import check_destination, staged_directory
 from edgevid.export.targets import DEFAULT_OPSET, Target, check_opset, check_precision, get_target
 from edgevid.manifest import Manifest, Preprocess, Sampling, StatePair, TensorSpec, sha256_file
@@ -29,7 +29,7 @@ ENGINE_FILE = "model.engine"
 MODES = ("clip", "stream")
 
 
-class RandomWeightsWarning(UserWarning):
+class RandomWeightsWarning(EdgevidWarning):
     """The exported model has random weights (no checkpoint given and none shipped)."""
 
 
@@ -58,29 +58,36 @@ class ExportPlan:
     batch: int | None  # None: dynamic batch axis "N"
     uint8_input: bool
     out_dir: Path
+    device: str = "generic"  # the device profile (manifest ``device``)
+    fp16_kernels: bool = False  # a TensorRT engine of this fp32 ONNX uses fp16 kernels (Jetson profiles)
 
 
-def default_output_dir(model: str, mode: str, target: str, precision: str = "fp32", uint8_input: bool = False) -> Path:
-    """``exports/<model>-<mode>-<target>[-fp16][-uint8]`` under the current directory."""
-    suffix = (f"-{precision}" if precision != "fp32" else "") + ("-uint8" if uint8_input else "")
+def default_output_dir(model: str, mode: str, target: str, precision: str = "fp32", uint8_input: bool = False,
+                       device: str = "generic") -> Path:
+    """``exports/<model>-<mode>-<target>[-fp16][-uint8][-<device>]`` under the current directory."""
+    suffix = (f"-{precision}" if precision != "fp32" else "") + ("-uint8" if uint8_input else "") + \
+        (f"-{device}" if device != "generic" else "")
     return Path("exports") / f"{model}-{mode}-{target}{suffix}"
 
 
 def export_model(model: str, out_dir: str | os.PathLike | None = None, *, checkpoint: str | os.PathLike | None = None,
-                 mode: str | None = None, target: str = "onnxruntime", precision: str = "fp32",
-                 frames: int | None = None, size: int | None = None, opset: int = DEFAULT_OPSET,
+                 mode: str | None = None, target: str | None = None, precision: str | None = None,
+                 frames: int | None = None, size: int | None = None, opset: int | None = None,
                  uint8_input: bool = False, force: bool = False, num_classes: int | None = None,
                  width_mult: float | None = None, batch: int | None = None, validate: bool = True,
                  tolerance: float | None = None, progress: bool = True,
-                 quantizer: GraphQuantizer | None = None) -> Manifest:
+                 quantizer: GraphQuantizer | None = None, device: str | None = None) -> Manifest:
     """Export a zoo model to ``out_dir`` (default ``exports/<model>-<mode>-<target>``); return its manifest.
 
     - ``checkpoint``: a path, ``"default"`` (the shipped one), or None: the shipped checkpoint
       if the entry has one, else random weights (``RandomWeightsWarning``, recorded).
     - ``mode``: ``"clip"`` or ``"stream"``; default stream for models that can stream.
-    - ``target``: ``onnxruntime`` (alias ``onnx``), ``openvino`` or ``tensorrt``.
+    - ``target``: ``onnxruntime`` (alias ``onnx``), ``openvino`` or ``tensorrt``; default the
+      device profile's backend, else ``onnxruntime``.
     - ``precision``: ``fp32`` or ``fp16`` (fp16 compute in the ONNX with fp32 I/O; for OpenVINO,
-      fp16 weight compression in the IR).
+      fp16 weight compression in the IR); default the device profile's, else ``fp32``.
+    - ``device``: a device profile (``edgevid devices list``): picks target, precision and opset
+      and refuses what the device cannot run; recorded as the manifest's ``device``.
     - ``frames`` / ``size``: clip length and crop size (default: the model's).
     - ``batch``: fix the batch size; default dynamic, or 1 for static-shape targets.
     - ``validate``: run the artifact on every backend of the target against torch; a
@@ -94,8 +101,12 @@ def export_model(model: str, out_dir: str | os.PathLike | None = None, *, checkp
     from edgevid.models import get_config
 
     config = get_config(model)
-    target_spec = get_target(target)
-    precision = check_precision(precision)
+    profile = _device_profile(device)
+    target_spec = get_target(target or (profile.default_backend if profile else "onnxruntime"))
+    precision = check_precision(precision or (profile.default_precision if profile else "fp32"))
+    opset = DEFAULT_OPSET if opset is None else opset
+    if profile is not None:
+        _check_for_device(profile, target_spec.name, precision, opset)
     if precision == "int8" and quantizer is None:
         raise EdgevidError("an int8 export needs a quantizer: use edgevid.pipeline.export "
                            "(what `edgevid export --precision int8` calls)")
@@ -116,8 +127,11 @@ def export_model(model: str, out_dir: str | os.PathLike | None = None, *, checkp
         raise EdgevidError("a streaming export runs one stream per call: use batch 1 (or a dynamic batch)")
     out = check_destination(
         out_dir if out_dir is not None
-        else default_output_dir(config.name, mode, target_spec.name, precision, uint8_input), force)
-    plan = ExportPlan(config.name, mode, target_spec, precision, opset, batch, uint8_input, out)
+        else default_output_dir(config.name, mode, target_spec.name, precision, uint8_input,
+                                profile.name if profile else "generic"), force)
+    plan = ExportPlan(config.name, mode, target_spec, precision, opset, batch, uint8_input, out,
+                      device=profile.name if profile else "generic",
+                      fp16_kernels=bool(profile and profile.fp16_kernels and precision == "fp32"))
 
     status = _Status(progress)
     checkpoint, weights = _resolve_checkpoint(config.name, checkpoint)
@@ -137,6 +151,27 @@ def export_model(model: str, out_dir: str | os.PathLike | None = None, *, checkp
                                 validate=validate, tolerance=tolerance, quantizer=quantizer)
     status.done(out)
     return manifest
+
+
+def _device_profile(device: str | None) -> Any:
+    """The supported profile called ``device`` (None: no device given)."""
+    if device is None:
+        return None
+    from edgevid.devices.profiles import get_profile, require_supported
+
+    return require_supported(get_profile(device))
+
+
+def _check_for_device(profile: Any, target: str, precision: str, opset: int) -> None:
+    """Refuse a target, precision or opset the device cannot run (one line, before any work)."""
+    if target not in profile.backends:
+        raise EdgevidError(f"{profile.name} runs {', '.join(profile.backends)}, not {target}")
+    if precision not in profile.precisions:
+        why = f" ({profile.sources['precisions']})" if "precisions" in profile.sources else ""
+        raise EdgevidError(f"{profile.name} cannot run {precision}: it runs {', '.join(profile.precisions)}{why}")
+    if opset > profile.max_opset:
+        raise EdgevidError(f"opset {opset} is too new for {profile.name}: its TensorRT parses up to opset "
+                           f"{profile.max_opset}; use --opset {profile.max_opset}")
 
 
 def _resolve_checkpoint(name: str, checkpoint: str | os.PathLike | None) -> tuple[Any, dict[str, Any]]:
@@ -219,7 +254,8 @@ def _export_into(work: Path, plan: ExportPlan, net: Any, streaming: Any, weights
     manifest = Manifest(
         model=plan.model, family=net.config.family, mode=plan.mode, inputs=inputs, outputs=outputs,
         preprocess=preprocess, sampling=Sampling(frames=frames, stride=net.config.frame_stride), labels=list(net.labels),
-        states=states, precision=plan.precision, target=plan.target.name, files={"onnx": ONNX_FILE},
+        states=states, precision=plan.precision, target=plan.target.name, device=plan.device,
+        files={"onnx": ONNX_FILE},
     )
     fp16_in_graph = plan.precision == "fp16" and plan.target.name != "openvino"
     proto = _onnx_graph(plan, manifest, net, streaming, frames, size, fp16_in_graph, status)
@@ -293,14 +329,16 @@ def _validate_all(work: Path, manifest: Manifest, plan: ExportPlan, net: Any, st
     from edgevid.export import validate as check
 
     inputs = inputs or check.make_inputs(manifest.preprocess, manifest.sampling.frames)
-    for backend in plan.target.validate_with:
+    backends = list(plan.target.validate_with) + (["tensorrt"] if "engine" in manifest.files else [])
+    for backend in backends:
         # An fp32 ONNX keeps the fp32 tolerance even in an fp16 OpenVINO export (whose IR is fp16).
-        fp16_here = fp16_in_graph or (plan.precision == "fp16" and backend == "openvino")
+        fp16_here = fp16_in_graph or (plan.precision == "fp16" and backend == "openvino") or \
+            (backend == "tensorrt" and plan.fp16_kernels)
         key = "fp16" if fp16_here else ("int8" if plan.precision == "int8" else "fp32")
         tol = tolerance if tolerance is not None else check.DEFAULT_TOLERANCE[key]
-        with status.stage(f"validating in {backend} against torch"):
+        with status.stage(f"validating in {backend} against torch"), _runner(backend, work, manifest) as run:
             manifest.validation[backend] = check.validate_run(
-                backend, _runner(backend, work, manifest), mode=plan.mode, model=net, streaming=streaming,
+                backend, run, mode=plan.mode, model=net, streaming=streaming,
                 states=manifest.states, inputs=inputs, batch=plan.batch, tolerance=tol)
 
 
@@ -346,7 +384,8 @@ def _add_tensorrt(work: Path, manifest: Manifest, plan: ExportPlan, status: _Sta
     ok, why = trt_export.engine_available()
     if ok:
         with status.stage("building the TensorRT engine on this GPU"):
-            facts = trt_export.build_engine_now(work / ONNX_FILE, work / ENGINE_FILE, fp16=fp16)
+            facts = trt_export.build_engine_now(work / ONNX_FILE, work / ENGINE_FILE, precision=plan.precision,
+                                                fp16_kernels=plan.fp16_kernels)
         manifest.files["engine"] = ENGINE_FILE
         manifest.provenance["engine_sha256"] = sha256_file(work / ENGINE_FILE)
     else:
@@ -354,16 +393,25 @@ def _add_tensorrt(work: Path, manifest: Manifest, plan: ExportPlan, status: _Sta
     manifest.build["tensorrt"] = {**facts, "fp16": fp16, "parser_opset_limit": plan.target.max_opset}
 
 
-def _runner(backend: str, work: Path, manifest: Manifest) -> Any:
+@contextmanager
+def _runner(backend: str, work: Path, manifest: Manifest) -> Iterator[Any]:
+    """A ``feeds -> outputs`` function running the staged artifact on ``backend`` (closed afterwards)."""
     if backend == "onnxruntime":
         from edgevid.export.validate import onnxruntime_runner
 
-        return onnxruntime_runner(work / manifest.files["onnx"])
-    if backend == "openvino":
+        yield onnxruntime_runner(work / manifest.files["onnx"])
+    elif backend == "openvino":
         from edgevid.export.openvino import VALIDATION_HINT, openvino_runner
 
-        return openvino_runner(work / manifest.files["openvino_xml"], VALIDATION_HINT)
-    raise EdgevidError(f"no validation runner for {backend}")  # pragma: no cover - targets are static data
+        yield openvino_runner(work / manifest.files["openvino_xml"], VALIDATION_HINT)
+    elif backend == "tensorrt":  # the engine just built, loaded as the runtime will (manifest staged first)
+        from edgevid.runtime import load
+
+        manifest.save(work)
+        with load(work, "tensorrt", validate=False) as runner:
+            yield runner.infer
+    else:  # pragma: no cover - targets are static data
+        raise EdgevidError(f"no validation runner for {backend}")
 
 
 def _tool_versions(target: str) -> dict[str, str]:

@@ -66,7 +66,9 @@ class Uint8Normalize(nn.Module):
         self.register_buffer("shift", (-mean_t / std_t).view(3, 1, 1))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        x = x.movedim(-1, -3).to(torch.float32)  # (..., H, W, 3) -> (..., 3, H, W)
+        # Cast first: TensorRT takes uint8 only as a network input feeding a Cast, so the
+        # channels-last -> channels-first transpose must run on float32, not on uint8.
+        x = x.to(torch.float32).movedim(-1, -3)  # (..., H, W, 3) -> (..., 3, H, W)
         return x * self.scale + self.shift
 
 

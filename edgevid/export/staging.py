@@ -32,28 +32,33 @@ _WRITE_ERRNOS = {errno.ENOSPC, errno.EDQUOT, errno.EROFS, errno.EACCES, errno.EP
                  errno.ENOTDIR}
 
 
-def check_destination(out_dir: str | os.PathLike, force: bool) -> Path:
-    """Refuse a destination that exists (without ``force``), is not ours to replace, or cannot be written."""
+def check_destination(out_dir: str | os.PathLike, force: bool, marker: str = MANIFEST_NAME) -> Path:
+    """Refuse a destination that exists (without ``force``), is not ours to replace, or cannot be written.
+
+    ``marker``: the file that makes a folder one edgevid wrote (an export's manifest.json, a
+    bundle's bundle.json); only such a folder, or an empty one, is replaced.
+    """
     out = Path(out_dir).expanduser().absolute()
     if out.exists() or out.is_symlink():
         if not force:
             raise EdgevidError(f"{out} already exists; pass --force to replace it")
         if not out.is_dir() or out.is_symlink():
             raise EdgevidError(f"{out} exists and is not a directory; refusing to replace it")
-        if any(out.iterdir()) and not (out / MANIFEST_NAME).is_file():
-            raise EdgevidError(f"{out} is not an edgevid export (no {MANIFEST_NAME}); refusing to replace it")
+        if any(out.iterdir()) and not (out / marker).is_file():
+            what = "export" if marker == MANIFEST_NAME else "output"
+            raise EdgevidError(f"{out} is not an edgevid {what} (no {marker}); refusing to replace it")
     check_writable(out)  # before the export runs, not at its end
     return out
 
 
 @contextlib.contextmanager
-def staged_directory(out_dir: str | os.PathLike, force: bool = False) -> Iterator[Path]:
+def staged_directory(out_dir: str | os.PathLike, force: bool = False, marker: str = MANIFEST_NAME) -> Iterator[Path]:
     """Yield a temp dir to fill; on success it becomes ``out_dir``, on failure it vanishes.
 
     SIGTERM is handled like Ctrl-C meanwhile (the temp dir and created parents are removed).
     An ``OSError`` of a failed write (full disk, read-only) becomes a one-line ``EdgevidError``.
     """
-    out = check_destination(out_dir, force)
+    out = check_destination(out_dir, force, marker)
     created = [p for p in [out.parent, *out.parent.parents] if not p.exists()]
     with _terminate_as_exit():
         try:
@@ -66,7 +71,7 @@ def staged_directory(out_dir: str | os.PathLike, force: bool = False) -> Iterato
         try:
             _mark_owner(work)
             yield work
-            _replace(work, out, force)
+            _replace(work, out, force, marker)
         except BaseException as exc:
             shutil.rmtree(work, ignore_errors=True)
             _remove_created(created)
@@ -155,10 +160,10 @@ def _publish_permissions(work: Path) -> None:
         path.chmod((0o777 if path.is_dir() else 0o666) & ~umask)
 
 
-def _replace(work: Path, out: Path, force: bool) -> None:
+def _replace(work: Path, out: Path, force: bool, marker: str) -> None:
     (work / OWNER_FILE).unlink(missing_ok=True)  # the artifact itself carries no staging marker
     _publish_permissions(work)
-    check_destination(out, force)  # again: something may have appeared while we exported
+    check_destination(out, force, marker)  # again: something may have appeared while we exported
     if not out.exists():
         os.rename(work, out)
         return

@@ -17,7 +17,6 @@ manifest says the engine is built on the target on first load.
 
 from __future__ import annotations
 
-import importlib.util
 from pathlib import Path
 from typing import Any
 
@@ -66,42 +65,66 @@ def check_tensorrt_ready(proto: onnx.ModelProto) -> None:
         for pos in _CONSTANT_INPUTS.get(node.op_type, ()):
             if pos < len(node.input) and node.input[pos] and node.input[pos] not in constants:
                 problems.append(f"{node.op_type} {node.name!r} input {pos} must be a constant for TensorRT")
+    problems += _uint8_problems(proto)
     if problems:
         raise EdgevidError("the graph is not TensorRT-ready: " + "; ".join(problems[:4]))
 
 
-def engine_available() -> tuple[bool, str]:
-    """(True, "") when an engine can be built here, else (False, why not)."""
-    if importlib.util.find_spec("tensorrt") is None:
-        return False, "tensorrt is not installed here"
-    try:
-        import torch
+def _uint8_problems(proto: onnx.ModelProto) -> list[str]:
+    """uint8 anywhere but a graph input that feeds only Casts: TensorRT has no uint8 layers."""
+    u8 = onnx.TensorProto.UINT8
+    inferred = onnx.shape_inference.infer_shapes(proto)
+    types = {v.name: v.type.tensor_type.elem_type
+             for v in [*inferred.graph.value_info, *inferred.graph.input, *inferred.graph.output]}
+    inputs = {v.name for v in proto.graph.input if v.type.tensor_type.elem_type == u8}
+    problems = []
+    for node in proto.graph.node:
+        fed = [i for i in node.input if i in inputs]
+        if fed and node.op_type != "Cast":
+            problems.append(f"uint8 input {fed[0]!r} feeds {node.op_type} {node.name!r} (TensorRT takes a uint8 "
+                            "input only into a Cast)")
+        made = [o for o in node.output if types.get(o) == u8]
+        if made:
+            problems.append(f"{node.op_type} {node.name!r} makes the uint8 tensor {made[0]!r} (TensorRT has no "
+                            "uint8 layers)")
+    return problems
 
-        if not torch.cuda.is_available():
-            return False, "no CUDA GPU here"
-    except ImportError:  # pragma: no cover - export always has torch
-        return False, "cannot query the GPU"
-    if importlib.util.find_spec("edgevid.runtime.backends.tensorrt") is None:
-        return False, "the TensorRT runtime backend is not available"
+
+def engine_available() -> tuple[bool, str]:
+    """(True, "") when an engine can be built here (TensorRT imports and CUDA sees a GPU), else (False, why)."""
+    try:
+        from edgevid.runtime.backends import tensorrt as rt
+
+        trt, cudart = rt._tensorrt(), rt._cudart()
+        err, count = cudart.cudaGetDeviceCount()
+    except EdgevidError as exc:
+        return False, str(exc).split(";")[0]
+    except Exception as exc:  # noqa: BLE001 - a broken install must not stop a CPU export
+        return False, f"TensorRT cannot start here ({type(exc).__name__}: {exc})"
+    if int(err) != 0:
+        return False, f"CUDA cannot see a GPU: {rt.cuda_error_text(cudart, err)}"
+    if count == 0:
+        return False, "no CUDA GPU here"
+    del trt
     return True, ""
 
 
-def build_engine_now(onnx_path: str | Path, engine_path: str | Path, *, fp16: bool) -> dict[str, Any]:
-    """Build ``engine_path`` from ``onnx_path`` with the runtime's builder; returns manifest facts."""
-    import tensorrt
+def build_engine_now(onnx_path: str | Path, engine_path: str | Path, *, precision: str,
+                     fp16_kernels: bool) -> dict[str, Any]:
+    """Build ``engine_path`` from ``onnx_path`` on this GPU; returns the manifest's ``build.tensorrt`` facts.
 
-    from edgevid.runtime.backends.tensorrt import build_engine
+    The facts record the TensorRT version and GPU the engine was built by: the runtime uses
+    a shipped engine only where they are its own.
+    """
+    from dataclasses import asdict
 
-    # fp16 is already in the ONNX types; the flag lets a TensorRT 8.x (weakly typed) builder
-    # pick fp16 kernels for them. TensorRT 10+ strongly typed builds ignore it.
-    build_engine(str(onnx_path), str(engine_path), fp16=fp16, workspace_mib=1024, profile_shapes=None)
-    return {"engine": "built", "tensorrt_version": tensorrt.__version__}
+    from edgevid.manifest import atomic_write_bytes
+    from edgevid.runtime.backends import tensorrt as rt
+    from edgevid.runtime.backends import tensorrt_engine as te
 
-
-def tensorrt_version() -> str | None:
-    """The installed TensorRT version, or None."""
-    if importlib.util.find_spec("tensorrt") is None:
-        return None
-    import tensorrt
-
-    return str(tensorrt.__version__)
+    trt, cudart = rt._tensorrt(), rt._cudart()
+    facts = te.device_facts(trt, cudart, rt._check)
+    opts = te.BuildOptions(precision=precision, fp16_kernels=fp16_kernels)
+    data = te.build_engine(trt, onnx_path, opts, timing_cache=te.timing_cache_path(facts))
+    atomic_write_bytes(engine_path, data)
+    return {"engine": "built", "tensorrt_version": str(trt.__version__), "device": asdict(facts), "options": asdict(opts)}

@@ -8,6 +8,7 @@ import warnings
 from dataclasses import replace
 from typing import Any
 
+from edgevid.errors import EdgevidWarning
 from edgevid.models.registry import ModelConfig, get_config, list_models, resolve_builder
 
 __all__ = ["ModelConfig", "build_model", "get_config", "list_models", "DEFAULT_CHECKPOINT", "LabelsWarning"]
@@ -20,7 +21,7 @@ _FROM_CHECKPOINT: dict[str, tuple[type, float, float]] = {
 }
 
 
-class LabelsWarning(UserWarning):
+class LabelsWarning(EdgevidWarning):
     """A checkpoint's label list does not fit its classifier: generic names are used."""
 
 

@@ -140,8 +140,13 @@ def what_ran(runner: Any) -> dict[str, Any]:
         info["inference_precision"] = props.get("INFERENCE_PRECISION_HINT", "unknown")
         info["threads"] = props.get("INFERENCE_NUM_THREADS", "unknown")
         info["compiled"] = props
+    elif runner.name == "tensorrt":
+        facts, opts = runner.facts, runner.build_options
+        info.update({"device": f"{facts.gpu} (sm {facts.compute_capability}, {facts.sm_count} SMs)",
+                     "tensorrt": facts.tensorrt, "engine": runner.engine_source,
+                     "fp16_kernels": opts.fp16_kernels, "dla_core": opts.dla_core})
     else:
-        info["device"] = getattr(runner, "device", "gpu")
+        info["device"] = getattr(runner, "device", "unknown")
     return info
 
 
@@ -161,9 +166,24 @@ def artifact_files_mb(runner: Any) -> float:
     return round(total / 2**20, 3)
 
 
-def runner_options(backend: str, threads: int | None, precision_hint: str | None) -> dict[str, Any]:
-    """Backend options for ``runtime.load``; ``precision_hint`` is OpenVINO's (f32, bf16, default)."""
+def resolve_artifact(path: str | os.PathLike) -> Path:
+    """``path`` itself, or the artifact inside it when it is a bundle from ``edgevid deploy``."""
+    from edgevid.deploy import bundle_artifact
+
+    return bundle_artifact(path) or Path(path)
+
+
+def runner_options(backend: str, threads: int | None, precision_hint: str | None,
+                   dla_core: int | None = None) -> dict[str, Any]:
+    """Backend options for ``runtime.load``; ``precision_hint`` is OpenVINO's (f32, bf16, default),
+    ``dla_core`` TensorRT's."""
     opts: dict[str, Any] = {}
+    if dla_core is not None:
+        if backend != "tensorrt":
+            raise EdgevidError(f"--dla-core applies to the tensorrt backend only, not {backend}")
+        if dla_core < 0:
+            raise EdgevidError(f"--dla-core must be >= 0, got {dla_core}")
+        opts["dla_core"] = int(dla_core)
     if threads:
         opts["threads"] = int(threads)
     if precision_hint:
@@ -177,7 +197,8 @@ def runner_options(backend: str, threads: int | None, precision_hint: str | None
 
 def bench_artifact(artifact: str | os.PathLike, backend: str | None = None, *, threads: int | None = None,
                    warmup: int = 10, iterations: int | None = None, seconds: float | None = None,
-                   precision_hint: str | None = None, progress: bool = False) -> dict[str, Any]:
+                   precision_hint: str | None = None, progress: bool = False,
+                   dla_core: int | None = None) -> dict[str, Any]:
     """Load ``artifact`` on ``backend`` and time its model call; the bench JSON (bench.schema.json).
 
     Default: 200 iterations. ``load_ms`` covers loading and compiling (OpenVINO compiles the
@@ -194,9 +215,10 @@ def bench_artifact(artifact: str | os.PathLike, backend: str | None = None, *, t
         raise EdgevidError(f"--warmup must be >= 0, got {warmup}")
     if iterations is None and seconds is None:
         iterations = 200
+    artifact = resolve_artifact(artifact)
     manifest = runtime.open_artifact(artifact).manifest
     name = runtime.canonical_name(backend or manifest.target)
-    opts = runner_options(name, threads, precision_hint)
+    opts = runner_options(name, threads, precision_hint, dla_core)
     rss_before = current_rss_mb()
     t0 = time.perf_counter()
     runner = runtime.load(artifact, name, **opts)

@@ -5,6 +5,7 @@ Torch-free: reads /proc/cpuinfo (Linux), ``os``, ``platform`` and installed pack
 
 from __future__ import annotations
 
+import importlib.util
 import os
 import platform
 from importlib.metadata import PackageNotFoundError, version
@@ -53,14 +54,22 @@ def _memory_gib() -> float | None:
 def gpu_info() -> dict[str, Any]:
     """GPU and TensorRT as seen from here: ``{"available": bool, "reason"|"name"|"tensorrt": ...}``.
 
-    Checked without torch: the TensorRT package and the NVIDIA driver's device files.
+    Checked without torch and without starting CUDA: the TensorRT package, and the NVIDIA
+    driver's device files (``edgevid.devices.detect``: /dev/nvidia0, or a Jetson's L4T).
     """
-    import importlib.util
+    from edgevid.devices.detect import detect
 
     info: dict[str, Any] = {"available": False}
-    if importlib.util.find_spec("tensorrt") is None:
-        info["reason"] = "tensorrt is not installed here (pip install 'edgevid[tensorrt]' on a machine with a GPU)"
-    elif not os.path.exists("/dev/nvidia0") and not os.path.exists("/dev/nvhost-ctrl"):
+    try:
+        has_trt = importlib.util.find_spec("tensorrt") is not None
+    except ValueError:  # imported already, without a spec
+        has_trt = True
+    found = detect()
+    if not has_trt:
+        info["reason"] = ("tensorrt is not installed here (on a Jetson: sudo apt install python3-libnvinfer)"
+                          if found.l4t else "tensorrt is not installed here (pip install 'edgevid[tensorrt]' on a "
+                          "machine with a GPU)")
+    elif not (found.nvidia_gpu or found.l4t):
         info["reason"] = "no NVIDIA GPU here"
     else:
         info["available"] = True

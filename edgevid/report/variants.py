@@ -113,7 +113,7 @@ def checkpoint_sha256(model: str, checkpoint: str) -> str:
 
 def default_cache() -> Path:
     """``$EDGEVID_CACHE/report-artifacts`` (default ``~/.cache/edgevid/report-artifacts``)."""
-    from edgevid.compress.calibration import cache_dir
+    from edgevid.cache import cache_dir
 
     return cache_dir() / "report-artifacts"
 

@@ -1,29 +1,25 @@
 """TensorRT backend (NVIDIA GPUs and Jetson): an engine from the artifact, states on the device.
 
-Versions: TensorRT >= 8.5.1 (the name-based tensor API and ``execute_async_v3``, which 8.5.1
-introduced: JetPack 5.1 and later, JetPack 6.x), 10.x and 11.x. TensorRT 8.4 and older
-(JetPack 5.0.x) are refused with a message. CUDA calls go through ``cuda.bindings.runtime``
-(cuda-python >= 12.6; the removed ``from cuda import cudart`` layout is not used).
+Versions: TensorRT >= 8.5.1 (the name-based tensor API and ``execute_async_v3``: JetPack 5.1
+and later, JetPack 6.x), 10.x and 11.x; older TensorRT is refused with a message. CUDA calls
+go through ``cuda.bindings.runtime`` (cuda-python 12.x: cuda-python 13 needs a CUDA 13
+driver, which JetPack 6 does not have, so the ``tensorrt`` extra pins ``<13``).
 
-The engine is ``files["engine"]`` of the manifest (default ``model.engine``), a plain file
-name inside the artifact folder (``engine_cache_paths``). If it is absent, or was built from
-another ONNX or by another TensorRT, it is built from the checked ``model.onnx`` on first
-load and cached next to it, with a small ``.meta.json`` (written atomically) recording what
-it was built from and the engine's sha256; a shipped engine must match
-``provenance.engine_sha256``.
+The engine: the artifact's own (``files.engine``, built by ``edgevid export --target
+tensorrt`` on the device, hash-checked) when the TensorRT version and GPU it records are
+this one's; otherwise one built from the checked ``model.onnx`` on first load, checked
+against ONNX Runtime on the same inputs, and kept in the user cache for the next load
+(``tensorrt_engine``: flags per TensorRT version, cache keys, timing cache, DLA).
 
 Each stream has its own execution context, CUDA stream, and two device buffers per state:
 step t reads states from one and writes into the other, step t+1 the other way round (only
-the tensor addresses change), so states never leave the GPU.
+the tensor addresses change), so states never leave the GPU. On TensorRT 8.x a context of a
+dynamic-shape engine needs an optimization profile of its own; the runner hands them out.
 """
 
 from __future__ import annotations
 
 import ctypes
-import hashlib
-import json
-import tempfile
-import warnings
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
@@ -31,21 +27,38 @@ from typing import Any
 import numpy as np
 
 from edgevid.errors import MissingExtraError, require
-from edgevid.manifest import MANIFEST_NAME, TensorSpec, atomic_write_bytes, atomic_write_text, sha256_file
-from edgevid.runtime.artifact import Artifact
+from edgevid.manifest import TensorSpec, sha256_file
+from edgevid.runtime.backends import tensorrt_engine as te
 from edgevid.runtime.backends.base import BackendError, BackendStream, Runner, batch1_shape, initial_state
 
 MIN_TENSORRT = (8, 5, 1)
-ENGINE_FILE = "model.engine"  # where the engine goes when the manifest names none
+# Why a CUDA call failed, in words, for the errors a deployment meets.
+_CUDA_HINTS = {
+    35: "the NVIDIA driver is older than the CUDA runtime of the installed cuda-python (cuda-python 13 needs a "
+        "CUDA 13 driver; on JetPack 6 / CUDA 12: pip install 'cuda-python>=12.6,<13')",
+    100: "no CUDA GPU is visible (check nvidia-smi, the container's --gpus / --runtime nvidia)",
+    2: "the GPU is out of memory",
+    999: "the CUDA driver is in an unknown error state (a reboot usually clears it)",
+}
 
 
-def _version(text: str) -> tuple[int, ...]:
-    return tuple(int(p) for p in text.split(".")[:3] if p.isdigit())
+def _on_jetson() -> bool:
+    from edgevid.devices.detect import is_jetson
+
+    return is_jetson()
 
 
 def _tensorrt() -> Any:
-    trt = require("tensorrt", "tensorrt")
-    if _version(trt.__version__) < MIN_TENSORRT:
+    try:
+        import tensorrt as trt
+    except ImportError as exc:
+        if _on_jetson():
+            raise MissingExtraError(
+                f"tensorrt is not importable ({exc}): on a Jetson, TensorRT's Python bindings come with JetPack, not "
+                "pip: sudo apt install python3-libnvinfer, and create the venv with --system-site-packages"
+            ) from exc
+        trt = require("tensorrt", "tensorrt")
+    if te.version_tuple(trt.__version__) < MIN_TENSORRT:
         raise MissingExtraError(
             f"TensorRT {trt.__version__} is too old: edgevid needs >= 8.5.1 (JetPack >= 5.1) for the "
             "tensor-name API; upgrade JetPack, or use --backend onnxruntime"
@@ -58,109 +71,41 @@ def _cudart() -> Any:
         from cuda.bindings import runtime as cudart
     except ImportError as exc:
         raise MissingExtraError(
-            f"cuda-python >= 12.6 is not installed ({exc}); install it with: pip install 'edgevid[tensorrt]'"
+            f"cuda-python 12.x is not installed ({exc}); install it with: pip install 'edgevid[tensorrt]'"
         ) from exc
     return cudart
+
+
+def cuda_error_text(cudart: Any, err: Any) -> str:
+    """``cudaErrorInsufficientDriver (35): <why>`` for a cuda-python error code."""
+    code = int(err)
+    try:
+        name = cudart.cudaGetErrorName(err)[1]
+        name = name.decode() if isinstance(name, bytes) else str(name)
+    except Exception:  # noqa: BLE001 - naming the error must not hide it
+        name = "CUDA error"
+    hint = _CUDA_HINTS.get(code)
+    return f"{name} ({code})" + (f": {hint}" if hint else "")
 
 
 def _check(result: Any) -> Any:
     """Unpack a cuda-python call result ``(err, *values)``, raising on a CUDA error."""
     err, *values = result if isinstance(result, tuple) else (result,)
     if int(err) != 0:
-        cudart = _cudart()
-        name = cudart.cudaGetErrorName(err)[1]
-        raise BackendError(f"CUDA error {name.decode() if isinstance(name, bytes) else name}")
+        raise BackendError(f"CUDA call failed: {cuda_error_text(_cudart(), err)}")
     if not values:
         return None
     return values[0] if len(values) == 1 else tuple(values)
 
 
-def build_engine(onnx_path: str, engine_path: str, *, fp16: bool = False, workspace_mib: int = 1024,
-                 profile_shapes: dict | None = None) -> None:
-    """Build a serialized TensorRT engine from an ONNX file and write it to ``engine_path``.
-
-    ``profile_shapes``: input name -> (min, opt, max) shapes; inputs with dynamic dims that
-    are not listed get min = opt = max with every dynamic dim set to 1 (one stream per
-    context). ``fp16``: on TensorRT 8.x/10.x, lets the builder pick fp16 kernels; TensorRT
-    11 has no such flag (networks are strongly typed), so there the engine runs in the
-    precision of the ONNX itself: export with ``--precision fp16`` to get fp16.
-    Without ``fp16``, TF32 is disabled too, so an fp32 engine matches the fp32 export.
-    """
-    trt = _tensorrt()
-    logger = trt.Logger(trt.Logger.WARNING)
-    builder = trt.Builder(logger)
-    major = _version(trt.__version__)[0]
-    weak_fp16 = fp16 and hasattr(trt.BuilderFlag, "FP16")  # removed in TensorRT 11
-    flags = 0
-    if major < 10:
-        flags |= 1 << int(trt.NetworkDefinitionCreationFlag.EXPLICIT_BATCH)  # implicit batch is 8.x's default
-    elif not weak_fp16:
-        # Strongly typed: every tensor keeps the ONNX's type (always the case on 11.x).
-        flags |= 1 << int(trt.NetworkDefinitionCreationFlag.STRONGLY_TYPED)
-    network = builder.create_network(flags)
-    parser = trt.OnnxParser(network, logger)
-    if not parser.parse_from_file(str(onnx_path)):
-        errors = [str(parser.get_error(i)) for i in range(parser.num_errors)]
-        raise BackendError(f"TensorRT cannot parse {onnx_path}: {errors[0] if errors else 'unknown error'}")
-    config = builder.create_builder_config()
-    config.set_memory_pool_limit(trt.MemoryPoolType.WORKSPACE, int(workspace_mib) << 20)
-    if weak_fp16:
-        config.set_flag(trt.BuilderFlag.FP16)
-    elif not fp16 and hasattr(trt.BuilderFlag, "TF32"):
-        config.clear_flag(trt.BuilderFlag.TF32)
-    profile, needed = builder.create_optimization_profile(), False
-    for i in range(network.num_inputs):
-        tensor = network.get_input(i)
-        shape = tuple(tensor.shape)
-        if profile_shapes and tensor.name in profile_shapes:
-            low, opt, high = (tuple(s) for s in profile_shapes[tensor.name])
-        elif any(d < 0 for d in shape):
-            low = opt = high = tuple(1 if d < 0 else d for d in shape)
-        else:
-            continue
-        profile.set_shape(tensor.name, low, opt, high)
-        needed = True
-    if needed:
-        config.add_optimization_profile(profile)
-    serialized = builder.build_serialized_network(network, config)
-    if serialized is None:
-        raise BackendError(f"TensorRT failed to build an engine from {onnx_path} (see its log above)")
-    atomic_write_bytes(engine_path, bytes(memoryview(serialized)))  # IHostMemory is a buffer
-
-
-
-
-def engine_cache_paths(artifact: Artifact) -> tuple[Path, Path]:
-    """(engine, its cache meta file) for an artifact: both inside its folder, neither a model file.
-
-    The engine is ``files.engine`` (default ``model.engine``), a checked plain name that
-    resolves inside the folder; the meta file sits next to it. Building writes both, so a
-    name that is (or links to) another file of the artifact is refused too.
-    """
-    engine = artifact.path_of("engine", default=ENGINE_FILE)
-    meta = artifact.path_in(engine.name + ".meta.json", "the engine cache file")
-    others = {MANIFEST_NAME} | {n for role, n in artifact.manifest.files.items() if role != "engine"}
-    taken = {(artifact.directory / n).resolve() for n in others}
-    for path in (engine, meta):
-        if path.resolve() in taken:
-            raise BackendError(f"files.engine {engine.name!r} would overwrite {path.resolve().name} of the "
-                               "artifact; name the engine file apart (e.g. model.engine)")
-    return engine, meta
-
-
-def _read_meta(path: Path) -> dict[str, Any] | None:
-    """The engine cache meta file, or None when unreadable (then the engine is rebuilt)."""
-    try:
-        data = json.loads(path.read_text())
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError):
-        return None
-    return data if isinstance(data, dict) else None
-
-
 class TensorRTRunner(Runner):
-    """TensorRT on the artifact's engine (built and cached on first load if needed).
+    """TensorRT on the artifact's engine, or one built (and cached) on first load.
 
-    Options: ``rebuild`` (bool: build the engine even if a cached one fits).
+    Options: ``rebuild`` (bool: build even if a cached or shipped engine fits), ``fp16``
+    (bool: fp16 kernels for an fp32 ONNX; default on for artifacts exported for a Jetson
+    profile), ``dla_core`` (int: build for that DLA core, GPU fallback), ``max_streams``
+    (int: concurrent streams of a dynamic-shape engine on TensorRT 8.x, default 4),
+    ``validate`` (bool, default True: check a freshly built engine against ONNX Runtime).
     """
 
     name = "tensorrt"
@@ -168,63 +113,166 @@ class TensorRTRunner(Runner):
 
     def _load(self) -> None:
         self._trt, self._cudart = _tensorrt(), _cudart()
-        result = self._cudart.cudaGetDeviceCount()
-        if int(result[0]) != 0 or result[1] == 0:
+        err, count = self._cudart.cudaGetDeviceCount()
+        if int(err) != 0:
+            raise BackendError(f"CUDA cannot see a GPU: {cuda_error_text(self._cudart, err)}; use --backend "
+                               "onnxruntime or openvino meanwhile")
+        if count == 0:
             raise BackendError("no CUDA GPU is visible: the tensorrt backend needs an NVIDIA GPU; "
                                "use --backend onnxruntime or openvino")
-        self.engine_path, self._meta_path = engine_cache_paths(self.artifact)
-        self._runtime = self._trt.Runtime(self._trt.Logger(self._trt.Logger.WARNING))
-        data, built = self._engine_bytes(rebuild=bool(self.options.get("rebuild")))
+        trt = self._trt
+        self.facts = te.device_facts(trt, self._cudart, _check)
+        self.build_options = self._build_options()
+        logger = trt.Logger(trt.Logger.WARNING)
+        self._runtime = te._create("runtime", trt.Runtime, logger)
+        self.engine_source = ""  # "shipped" | "cache" | "built", for bench/report
+        self.engine_path: Path | None = None
+        self._pending: tuple[Path, dict[str, Any], bytes] | None = None  # a new engine, cached after its check
+        data = self._engine_bytes()
         self.engine = self._runtime.deserialize_cuda_engine(data)
-        if self.engine is None and not built:  # made by another TensorRT version or for another GPU
-            data, built = self._engine_bytes(rebuild=True)
-            self.engine = self._runtime.deserialize_cuda_engine(data)
         if self.engine is None:
-            raise BackendError(f"TensorRT cannot deserialize the engine it built from {self.engine_path.name}")
-        self._inputs, self._outputs = [], []
+            raise BackendError(f"TensorRT {trt.__version__} cannot deserialize the {self.engine_source} engine "
+                               f"of {self.artifact.directory.name} (its log above says why); load with rebuild=True")
+        self._inputs, self._outputs, dynamic = [], [], False
         for i in range(self.engine.num_io_tensors):
             name = self.engine.get_tensor_name(i)
-            shape = [d if d >= 0 else "?" for d in self.engine.get_tensor_shape(name)]
-            dtype = np.dtype(self._trt.nptype(self.engine.get_tensor_dtype(name))).name
-            is_input = self.engine.get_tensor_mode(name) == self._trt.TensorIOMode.INPUT
-            (self._inputs if is_input else self._outputs).append(TensorSpec(name, shape, dtype))
+            dims = list(self.engine.get_tensor_shape(name))
+            dynamic |= any(d < 0 for d in dims)
+            dtype = te.numpy_dtype(self.engine.get_tensor_dtype(name), name)
+            is_input = self.engine.get_tensor_mode(name) == trt.TensorIOMode.INPUT
+            (self._inputs if is_input else self._outputs).append(
+                TensorSpec(name, [d if d >= 0 else "?" for d in dims], dtype))
+        # TensorRT 8.x: one optimization profile per context in concurrent use (10.x shares).
+        shared = te.version_tuple(trt.__version__) >= (10,)
+        profiles = int(getattr(self.engine, "num_optimization_profiles", 1))
+        self._free_profiles: list[int] | None = None if (shared or not dynamic) else list(range(profiles))
         self._call: dict[str, Any] | None = None  # context, stream and buffers of infer()
 
-    def _engine_bytes(self, rebuild: bool) -> tuple[bytes, bool]:
-        """(serialized engine, whether it was just built): the exported or cached one if it fits."""
-        onnx = self.artifact.verified_file("onnx")
-        meta_path = self._meta_path
-        want = self._build_meta(sha256_file(onnx))
-        if self.engine_path.is_file() and not rebuild:
-            if meta_path.is_file():  # built here earlier: reuse only if built from this very ONNX, unchanged
-                data = self.engine_path.read_bytes()
-                if _read_meta(meta_path) == {**want, "engine_sha256": hashlib.sha256(data).hexdigest()}:
-                    return data, False
-            elif self.manifest.provenance.get("engine_sha256"):  # shipped with the export
-                return self.artifact.verified_file("engine").read_bytes(), False
-        fp16 = self.manifest.precision == "fp16"
-        try:
-            build_engine(str(onnx), str(self.engine_path), fp16=fp16)
-            data = self.engine_path.read_bytes()
-            meta = {**want, "engine_sha256": hashlib.sha256(data).hexdigest()}
-            atomic_write_text(meta_path, json.dumps(meta, indent=2) + "\n")
-            return data, True
-        except OSError as exc:  # read-only artifact: build into a temp dir, keep it in memory
-            warnings.warn(f"cannot cache the TensorRT engine in {self.engine_path.parent} ({exc})", stacklevel=2)
-            with tempfile.TemporaryDirectory() as tmp:
-                build_engine(str(onnx), f"{tmp}/model.engine", fp16=fp16)
-                return Path(f"{tmp}/model.engine").read_bytes(), True
+    def load(self) -> TensorRTRunner:
+        """Load; a freshly built engine is checked against ONNX Runtime, then cached."""
+        if self.is_loaded:
+            return self
+        super().load()
+        if self._pending is not None:
+            folder, key, data = self._pending
+            self._pending = None
+            check = None
+            try:
+                if self.options.get("validate", True):
+                    check = self._check_against_onnxruntime()
+            except BaseException:
+                self.close()
+                raise
+            self.engine_path = te.save_cached(folder, key, data, {"check_against_onnxruntime": check})
+        return self
 
-    def _build_meta(self, onnx_sha256: str) -> dict[str, Any]:
-        prop = _check(self._cudart.cudaGetDeviceProperties(0))
-        device = prop.name.decode(errors="replace").rstrip("\x00") if isinstance(prop.name, bytes) else str(prop.name)
-        return {"onnx_sha256": onnx_sha256, "tensorrt": self._trt.__version__, "device": device,
-                "precision": self.manifest.precision}
+    def _build_options(self) -> te.BuildOptions:
+        m = self.manifest
+        fp16 = self.options.get("fp16")
+        if fp16 is None:  # Jetson profiles: fp16 kernels by default (2x the fp32 throughput there)
+            from edgevid.devices.profiles import find_profile
+
+            profile = find_profile(m.device)
+            fp16 = bool(profile is not None and profile.jetson and m.precision == "fp32")
+        dla = self.options.get("dla_core")
+        streams = int(self.options.get("max_streams", te.DEFAULT_PROFILES))
+        if streams < 1:
+            raise BackendError(f"max_streams must be >= 1, got {streams}")
+        shared = te.version_tuple(self._trt.__version__) >= (10,)  # contexts share profile 0 from 10.0
+        return te.BuildOptions(precision=m.precision, fp16_kernels=bool(fp16) and m.precision == "fp32",
+                               dla_core=None if dla is None else int(dla), profiles=1 if shared else streams)
+
+    def _engine_bytes(self) -> bytes:
+        """The serialized engine: shipped if it fits, else cached, else built now (see the module docstring)."""
+        onnx = self.artifact.verified_file("onnx")
+        rebuild = bool(self.options.get("rebuild"))
+        shipped = self._shipped_engine()
+        if shipped is not None and not rebuild:
+            self.engine_source, self.engine_path = "shipped", shipped
+            return shipped.read_bytes()
+        key = te.engine_key(sha256_file(onnx), self.facts, self.build_options)
+        folder = te.cache_folder(self.manifest.model, key)
+        cached = None if rebuild else te.load_cached(folder, key)
+        if cached is not None:
+            self.engine_source, self.engine_path = "cache", folder / te.ENGINE_NAME
+            return cached
+        opts = self.build_options
+        what = "fp16 kernels" if opts.fp16_kernels else self.manifest.precision
+        te.say(f"building a TensorRT {self._trt.__version__} engine from {self.artifact.directory.name}/{onnx.name} "
+               f"for {self.facts.gpu} ({what}{f', DLA core {opts.dla_core}' if opts.dla_core is not None else ''}); "
+               f"the first load takes a while, later loads reuse it from {folder}")
+        data = te.build_engine(self._trt, onnx, opts, timing_cache=te.timing_cache_path(self.facts))
+        self.engine_source = "built"
+        self._pending = (folder, key, data)
+        return data
+
+    def _shipped_engine(self) -> Path | None:
+        """The artifact's engine if it was built by this TensorRT for this GPU (never deserialize another's)."""
+        if not self.manifest.files.get("engine"):
+            return None
+        built = self.manifest.build.get("tensorrt", {})
+        recorded = built.get("device") if isinstance(built, dict) else None
+        mine = {"tensorrt": self.facts.tensorrt, "gpu": self.facts.gpu,
+                "compute_capability": self.facts.compute_capability, "sm_count": self.facts.sm_count}
+        if not isinstance(recorded, dict) or {k: recorded.get(k) for k in mine} != mine:
+            theirs = (f"TensorRT {recorded.get('tensorrt')} on {recorded.get('gpu')}" if isinstance(recorded, dict)
+                      else "an unrecorded TensorRT and GPU")
+            te.say(f"the engine in {self.artifact.directory.name} was built by {theirs}; this is TensorRT "
+                   f"{self.facts.tensorrt} on {self.facts.gpu}: using an engine built from model.onnx instead")
+            return None
+        return self.artifact.verified_file("engine")
+
+    def _check_against_onnxruntime(self) -> dict[str, Any]:
+        """The new engine and ONNX Runtime (CPU) on the same deterministic inputs; raises past the tolerance."""
+        from edgevid.runtime import crosscheck
+        from edgevid.runtime.preprocess import preprocess_frame
+
+        m = self.manifest
+        rng = np.random.default_rng(0)
+        steps = max(2, m.sampling.frames)
+        frames = np.stack([preprocess_frame(rng.integers(0, 256, (96, 128, 3), dtype=np.uint8), m.preprocess)
+                           for _ in range(steps)])[None]
+        ort = crosscheck.onnxruntime_runner(self.artifact.verified_file("onnx"))
+        try:
+            if m.mode == "clip":
+                got, want = [crosscheck.run_clip(self.infer, frames, 1)], [crosscheck.run_clip(ort, frames, 1)]
+            else:
+                got = crosscheck.run_stream(self.infer, m.states, frames, 1)
+                want = crosscheck.run_stream(ort, m.states, frames, 1)
+        finally:
+            self._release_call()
+        key = "int8" if m.precision == "int8" else "fp16" if (m.precision == "fp16" or self.build_options.fp16_kernels) \
+            else "fp32"
+        return crosscheck.compare("tensorrt", got, want, crosscheck.DEFAULT_TOLERANCE[key], reference="ONNX Runtime")
 
     @property
     def model_label(self) -> str:
         """The engine file."""
-        return f"{self.artifact.directory.name}/{self.engine_path.name}"
+        where = self.engine_path.name if self.engine_path else "engine"
+        return f"{self.artifact.directory.name}/{where}"
+
+    # -- contexts ----------------------------------------------------------------------------
+
+    def _context(self, stream: Any) -> tuple[Any, int | None]:
+        """A new execution context on ``stream`` and the optimization profile it holds (None: shared)."""
+        context = te._create("execution context", self.engine.create_execution_context)
+        if self._free_profiles is None:
+            return context, None
+        if not self._free_profiles:
+            raise BackendError(
+                f"TensorRT {self._trt.__version__} needs one optimization profile per concurrent stream of a "
+                f"dynamic-shape engine, and all {self.engine.num_optimization_profiles} are in use: close a stream, "
+                "load with max_streams=N, or export with --target tensorrt (static shapes have no such limit)")
+        index = self._free_profiles.pop(0)
+        if not context.set_optimization_profile_async(index, int(stream)):
+            self._free_profiles.insert(0, index)
+            raise BackendError(f"TensorRT refused optimization profile {index} for a new context")
+        return context, index
+
+    def _release_profile(self, index: int | None) -> None:
+        if index is not None and self._free_profiles is not None:
+            self._free_profiles.append(index)
+            self._free_profiles.sort()
 
     def infer(self, feeds: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
         """One synchronous call with every input explicit (not thread-safe: one context, reused).
@@ -235,8 +283,13 @@ class TensorRTRunner(Runner):
         self._require_loaded()
         cuda = self._cudart
         if self._call is None:
-            self._call = {"context": self.engine.create_execution_context(),
-                          "stream": _check(cuda.cudaStreamCreate()), "buffers": {}}
+            stream = _check(cuda.cudaStreamCreate())
+            try:
+                context, profile = self._context(stream)
+            except BaseException:
+                cuda.cudaStreamDestroy(stream)
+                raise
+            self._call = {"context": context, "profile": profile, "stream": stream, "buffers": {}}
         context, stream, buffers = self._call["context"], self._call["stream"], self._call["buffers"]
 
         def device(name: str, nbytes: int) -> int:
@@ -259,12 +312,23 @@ class TensorRTRunner(Runner):
             hosts[spec.name] = np.empty(tuple(context.get_tensor_shape(spec.name)), spec.dtype)
             device(spec.name, hosts[spec.name].nbytes)
         if not context.execute_async_v3(int(stream)):
-            raise BackendError("TensorRT execution failed (see its log above)")
+            raise BackendError("TensorRT execution failed (its log above says why)")
         for name, host in hosts.items():
             _check(cuda.cudaMemcpyAsync(host.ctypes.data, buffers[name][0], host.nbytes,
                                         cuda.cudaMemcpyKind.cudaMemcpyDeviceToHost, stream))
         _check(cuda.cudaStreamSynchronize(stream))
         return hosts
+
+    def _release_call(self) -> None:
+        """Free the context, buffers and CUDA stream of ``infer``."""
+        if getattr(self, "_call", None) is None:
+            return
+        call, self._call = self._call, None
+        for ptr, _ in call["buffers"].values():
+            self._cudart.cudaFree(ptr)
+        call["context"] = None
+        self._release_profile(call["profile"])
+        self._cudart.cudaStreamDestroy(call["stream"])
 
     def open_stream(self) -> TrtStream:
         """A new execution context with its own device state buffers."""
@@ -273,11 +337,7 @@ class TensorRTRunner(Runner):
 
     def close(self) -> None:
         """Free the buffers of ``infer`` and drop the engine."""
-        if getattr(self, "_call", None) is not None:
-            for ptr, _ in self._call["buffers"].values():
-                self._cudart.cudaFree(ptr)
-            self._cudart.cudaStreamDestroy(self._call["stream"])
-            self._call = None
+        self._release_call()
         self.engine = None
         super().close()
 
@@ -305,9 +365,14 @@ class TrtStream(BackendStream):
         super().__init__(runner)
         cuda, m = runner._cudart, runner.manifest
         self._cuda = cuda
-        self._context = runner.engine.create_execution_context()
-        self._stream = _check(cuda.cudaStreamCreate())
         self._device: list[int] = []
+        self._stream = _check(cuda.cudaStreamCreate())
+        self._profile: int | None = None
+        try:
+            self._context, self._profile = runner._context(self._stream)
+        except BaseException:
+            cuda.cudaStreamDestroy(self._stream)
+            raise
         frame, logits = runner.frame_input, runner.logits_output
         frame_shape = batch1_shape(frame)
         self._frame = _Pinned(cuda, frame_shape, frame.dtype)
@@ -346,7 +411,7 @@ class TrtStream(BackendStream):
         _check(cuda.cudaMemcpyAsync(self._frame_dev, self._frame.ptr, self._frame.nbytes,
                                     cuda.cudaMemcpyKind.cudaMemcpyHostToDevice, self._stream))
         if not ctx.execute_async_v3(int(self._stream)):
-            raise BackendError("TensorRT execution failed (see its log above)")
+            raise BackendError("TensorRT execution failed (its log above says why)")
         _check(cuda.cudaMemcpyAsync(self._logits.ptr, self._logits_dev, self._logits.nbytes,
                                     cuda.cudaMemcpyKind.cudaMemcpyDeviceToHost, self._stream))
         _check(cuda.cudaStreamSynchronize(self._stream))
@@ -366,13 +431,17 @@ class TrtStream(BackendStream):
         _check(cuda.cudaStreamSynchronize(self._stream))
 
     def close(self) -> None:
-        """Free the device buffers, pinned buffers, CUDA stream and context."""
+        """Free the device buffers, pinned buffers, CUDA stream and context; give back its profile."""
+        if self._stream is None:
+            return
         for ptr in self._device:
             self._cuda.cudaFree(ptr)
         self._device = []
         self._frame.free()
         self._logits.free()
-        if self._stream is not None:
-            self._cuda.cudaStreamDestroy(self._stream)
-            self._stream = None
         self._context = None
+        self.runner._release_profile(self._profile)
+        self._profile = None
+        self._cuda.cudaStreamDestroy(self._stream)
+        self._stream = None
+

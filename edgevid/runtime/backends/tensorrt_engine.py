@@ -1,0 +1,290 @@
+"""TensorRT engines for the tensorrt backend: which flags a TensorRT version needs, building, caching.
+
+Builder flags differ by TensorRT version, and getting them wrong fails the build or
+silently changes precision (TensorRT 8.5 / 8.6 / 10.3 / 11 sources and docs):
+
+- 8.x: networks need ``EXPLICIT_BATCH``; a Q/DQ (INT8) network builds only with
+  ``BuilderFlag.INT8`` set, else the build fails ("int8 is not configured in the builder").
+- 10.x: ``EXPLICIT_BATCH`` is ignored; ``STRONGLY_TYPED`` networks keep the ONNX's types
+  (Q/DQ included) and refuse the FP16 / INT8 flags; fp16 kernels for an fp32 ONNX need a
+  weakly typed network with ``FP16`` (and ``INT8`` for its Q/DQ layers).
+- 11.x: every network is strongly typed; there is no ``EXPLICIT_BATCH``, ``FP16`` or
+  ``INT8`` flag: the engine runs the ONNX's own types (export ``--precision fp16`` for fp16).
+- Dynamic shapes: on 8.x each execution context in concurrent use needs its own
+  optimization profile, so an engine for ``profiles`` concurrent streams gets that many
+  identical profiles; 10.x shares profile 0 between contexts.
+- DLA (Jetson Xavier / Orin NX / AGX Orin): ``default_device_type = DLA``, ``DLA_core``,
+  ``GPU_FALLBACK``, fp16 or int8 only (DLA has no fp32); layers DLA cannot run are named.
+
+Engines built on first load go to the user cache (``edgevid.cache``: ``tensorrt/``), keyed by
+everything that makes an engine valid: the ONNX's sha256, the TensorRT version, the GPU
+(name, compute capability, SM count), the CUDA runtime and driver versions, and the build
+options. A ``meta.json`` next to each engine (written atomically, like the engine) records
+that key and the engine's sha256; anything different means a rebuild. The builder's timing
+cache persists per GPU and TensorRT version, so a rebuild skips the kernel timing it did
+before. A shipped engine (built by ``edgevid export --target tensorrt`` on the device) is used
+only when the TensorRT version and GPU it records are this one's: deserializing an engine of
+another TensorRT version is refused by TensorRT or, on some versions, crashes.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import sys
+import warnings
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+from edgevid.cache import cache_dir
+from edgevid.errors import EdgevidError, EdgevidWarning
+from edgevid.manifest import atomic_write_bytes, atomic_write_text
+
+# TensorRT DataType member -> numpy dtype name. Our own map, not trt.nptype: TensorRT 8.5.2's
+# nptype uses np.bool, which numpy 1.24-1.26 (the numpy of JetPack 5's Python 3.8) lacks.
+TRT_DTYPES = {"FLOAT": "float32", "HALF": "float16", "INT8": "int8", "INT32": "int32", "INT64": "int64",
+              "BOOL": "bool", "UINT8": "uint8"}
+DEFAULT_PROFILES = 4  # concurrent streams of a dynamic-shape engine on TensorRT 8.x
+ENGINE_NAME, META_NAME = "model.engine", "meta.json"
+
+
+class EngineError(EdgevidError):
+    """A TensorRT engine cannot be built or used as asked."""
+
+
+def version_tuple(text: str) -> tuple[int, ...]:
+    """``"10.3.0.30"`` -> ``(10, 3, 0)``."""
+    return tuple(int(p) for p in str(text).split(".")[:3] if p.isdigit())
+
+
+def numpy_dtype(trt_dtype: Any, tensor: str) -> str:
+    """The numpy dtype name of a TensorRT tensor type, or a clear error for one we cannot feed."""
+    name = getattr(trt_dtype, "name", str(trt_dtype).rsplit(".", 1)[-1])
+    if name not in TRT_DTYPES:
+        raise EngineError(f"tensor {tensor!r} has TensorRT type {name}, which the runtime cannot feed or read "
+                          "from numpy; export the model with fp32/fp16/int8 inputs and outputs")
+    return TRT_DTYPES[name]
+
+
+@dataclass(frozen=True)
+class DeviceFacts:
+    """What makes an engine valid on this machine (besides its ONNX and build options)."""
+
+    tensorrt: str
+    gpu: str
+    compute_capability: str  # "8.7"
+    sm_count: int
+    cuda_runtime: int  # 12060 = 12.6
+    cuda_driver: int
+
+
+@dataclass(frozen=True)
+class BuildOptions:
+    """How an engine is built (recorded in its cache key)."""
+
+    precision: str  # the artifact's: fp32 | fp16 (fp16 in the ONNX) | int8 (Q/DQ in the ONNX)
+    fp16_kernels: bool = False  # let a weakly typed build pick fp16 kernels (TensorRT < 11)
+    dla_core: int | None = None
+    profiles: int = 1  # optimization profiles for dynamic inputs (ignored for static graphs)
+    workspace_mib: int = 1024
+
+
+@dataclass(frozen=True)
+class FlagPlan:
+    """The network creation flags, builder flags to set and to clear, and notes for the user."""
+
+    network: tuple[str, ...]
+    set: tuple[str, ...]
+    clear: tuple[str, ...]
+    notes: tuple[str, ...] = ()
+
+
+def plan_flags(version: tuple[int, ...], opts: BuildOptions) -> FlagPlan:
+    """The flags TensorRT ``version`` needs to build ``opts`` (see the module docstring)."""
+    major = version[0] if version else 0
+    int8 = opts.precision == "int8"
+    dla = opts.dla_core is not None
+    if major >= 11:
+        if dla:
+            raise EngineError("DLA needs the TensorRT 10.x of JetPack 6 (TensorRT 11 has no DLA builds); "
+                              "drop the DLA core option or use JetPack's TensorRT")
+        notes = ()
+        if opts.fp16_kernels and opts.precision == "fp32":
+            notes = ("TensorRT 11 builds strongly typed networks only: this fp32 ONNX runs in fp32; "
+                     "export with --precision fp16 for fp16 kernels",)
+        return FlagPlan(network=("STRONGLY_TYPED",), set=(), clear=(), notes=notes)
+    weak = opts.fp16_kernels or dla  # DLA runs fp16/int8 only: it needs the builder's precision flags
+    if major >= 10 and not weak:
+        # Strongly typed: the ONNX's types, Q/DQ included; FP16/INT8 flags are refused here.
+        return FlagPlan(network=("STRONGLY_TYPED",), set=(), clear=("TF32",))
+    network = ("EXPLICIT_BATCH",) if major < 10 else ()
+    flags = []
+    if opts.fp16_kernels or dla:
+        flags.append("FP16")
+    if int8:
+        flags.append("INT8")  # 8.x refuses a Q/DQ network without it (weakly typed 10.x too)
+    if dla:
+        flags.append("GPU_FALLBACK")
+    clear = () if "FP16" in flags else ("TF32",)  # without fp16 kernels, fp32 stays fp32 (no TF32)
+    return FlagPlan(network=network, set=tuple(flags), clear=clear)
+
+
+def device_facts(trt: Any, cudart: Any, check: Any) -> DeviceFacts:
+    """The facts of GPU 0 and this TensorRT (``check`` unpacks cuda-python results)."""
+    prop = check(cudart.cudaGetDeviceProperties(0))
+    name = prop.name.decode(errors="replace") if isinstance(prop.name, bytes) else str(prop.name)
+    return DeviceFacts(tensorrt=str(trt.__version__), gpu=name.rstrip("\x00"),
+                       compute_capability=f"{int(prop.major)}.{int(prop.minor)}",
+                       sm_count=int(prop.multiProcessorCount),
+                       cuda_runtime=int(check(cudart.cudaRuntimeGetVersion())),
+                       cuda_driver=int(check(cudart.cudaDriverGetVersion())))
+
+
+def _key(data: dict[str, Any]) -> str:
+    return hashlib.sha256(json.dumps(data, sort_keys=True).encode()).hexdigest()
+
+
+def engine_key(onnx_sha256: str, facts: DeviceFacts, opts: BuildOptions) -> dict[str, Any]:
+    """Everything a cached engine must have been built from (the meta file holds it)."""
+    return {"onnx_sha256": onnx_sha256, "device": asdict(facts), "build": asdict(opts)}
+
+
+def cache_folder(model: str, key: dict[str, Any]) -> Path:
+    """``<cache>/tensorrt/<model>-<key hash>``: one folder per distinct engine."""
+    safe = "".join(c if c.isalnum() or c in "-_." else "_" for c in model)[:48]
+    return cache_dir() / "tensorrt" / f"{safe}-{_key(key)[:20]}"
+
+
+def timing_cache_path(facts: DeviceFacts) -> Path:
+    """The builder's timing cache for this GPU and TensorRT version."""
+    return cache_dir() / "tensorrt" / "timing" / f"{_key(asdict(facts))[:20]}.cache"
+
+
+def load_cached(folder: Path, key: dict[str, Any]) -> bytes | None:
+    """The cached engine in ``folder`` if its meta records exactly ``key`` and its bytes are intact."""
+    try:
+        meta = json.loads((folder / META_NAME).read_text())
+        data = (folder / ENGINE_NAME).read_bytes()
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError):
+        return None
+    if not isinstance(meta, dict) or {k: meta.get(k) for k in key} != key:
+        return None
+    if meta.get("engine_sha256") != hashlib.sha256(data).hexdigest():
+        return None  # a torn or edited engine file: rebuild
+    return data
+
+
+def save_cached(folder: Path, key: dict[str, Any], data: bytes, extra: dict[str, Any]) -> Path | None:
+    """Write engine + meta into ``folder`` (atomically); None, with a warning, if it cannot be written."""
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+        atomic_write_bytes(folder / ENGINE_NAME, data)
+        meta = {**key, "engine_sha256": hashlib.sha256(data).hexdigest(), **extra}
+        atomic_write_text(folder / META_NAME, json.dumps(meta, indent=2) + "\n")
+    except (OSError, EdgevidError) as exc:
+        warnings.warn(f"cannot cache the TensorRT engine in {folder} ({exc}); it is rebuilt on the next load "
+                      "(set EDGEVID_CACHE to a writable folder)", EdgevidWarning, stacklevel=3)
+        return None
+    return folder / ENGINE_NAME
+
+
+def _flag(trt: Any, enum: str, name: str) -> Any:
+    try:
+        return getattr(getattr(trt, enum), name)
+    except AttributeError:
+        raise EngineError(f"TensorRT {trt.__version__} has no {enum}.{name}; this edgevid does not know this "
+                          "TensorRT version's flags") from None
+
+
+def _create(what: str, factory: Any, *args: Any) -> Any:
+    """A TensorRT object, or one line on why not (pybind's "factory function returned nullptr")."""
+    try:
+        made = factory(*args)
+    except (TypeError, RuntimeError) as exc:
+        first = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
+        raise EngineError(f"TensorRT could not create its {what} ({first}): is the NVIDIA driver loaded and the "
+                          "GPU visible (nvidia-smi, or tegrastats on a Jetson)?") from exc
+    if made is None:
+        raise EngineError(f"TensorRT could not create its {what}: is the NVIDIA driver loaded and the GPU visible?")
+    return made
+
+
+def build_engine(trt: Any, onnx_path: str | Path, opts: BuildOptions, *, timing_cache: Path | None = None) -> bytes:
+    """Build a serialized engine from ``onnx_path`` with the flags of this TensorRT (``plan_flags``).
+
+    Dynamic input dims get ``opts.profiles`` identical profiles with every dynamic dim set to
+    1 (one stream per context). ``timing_cache`` is read if present and written back after
+    the build.
+    """
+    version = version_tuple(trt.__version__)
+    plan = plan_flags(version, opts)
+    for note in plan.notes:
+        warnings.warn(note, EdgevidWarning, stacklevel=3)
+    logger = trt.Logger(trt.Logger.WARNING)
+    builder = _create("builder", trt.Builder, logger)
+    flags = 0
+    for name in plan.network:
+        flags |= 1 << int(_flag(trt, "NetworkDefinitionCreationFlag", name))
+    network = _create("network", builder.create_network, flags)
+    parser = _create("ONNX parser", trt.OnnxParser, network, logger)
+    if not parser.parse_from_file(str(onnx_path)):
+        errors = [str(parser.get_error(i)) for i in range(parser.num_errors)]
+        raise EngineError(f"TensorRT cannot parse {Path(onnx_path).name}: {errors[0] if errors else 'unknown error'}")
+    config = _create("builder config", builder.create_builder_config)
+    config.set_memory_pool_limit(trt.MemoryPoolType.WORKSPACE, int(opts.workspace_mib) << 20)
+    for name in plan.set:
+        config.set_flag(_flag(trt, "BuilderFlag", name))
+    for name in plan.clear:
+        if hasattr(trt.BuilderFlag, name):
+            config.clear_flag(getattr(trt.BuilderFlag, name))
+    if opts.dla_core is not None:
+        _use_dla(trt, builder, network, config, opts.dla_core)
+    inputs = [network.get_input(i) for i in range(network.num_inputs)]
+    dynamic = [t for t in inputs if any(d < 0 for d in tuple(t.shape))]
+    for _ in range(max(1, opts.profiles) if dynamic else 0):
+        profile = builder.create_optimization_profile()
+        for tensor in dynamic:
+            shape = tuple(1 if d < 0 else d for d in tuple(tensor.shape))
+            profile.set_shape(tensor.name, shape, shape, shape)
+        config.add_optimization_profile(profile)
+    cache = None
+    if timing_cache is not None:
+        try:
+            blob = timing_cache.read_bytes()
+        except OSError:
+            blob = b""
+        cache = config.create_timing_cache(blob)
+        config.set_timing_cache(cache, False)
+    serialized = builder.build_serialized_network(network, config)
+    if serialized is None:
+        raise EngineError(f"TensorRT {trt.__version__} failed to build an engine from {Path(onnx_path).name} "
+                          "(its log above says why)")
+    if timing_cache is not None:
+        try:
+            timing_cache.parent.mkdir(parents=True, exist_ok=True)
+            atomic_write_bytes(timing_cache, bytes(memoryview(config.get_timing_cache().serialize())))
+        except (OSError, EdgevidError):
+            pass  # only a speed-up for the next build
+    return bytes(memoryview(serialized))  # IHostMemory is a buffer
+
+
+def _use_dla(trt: Any, builder: Any, network: Any, config: Any, core: int) -> None:
+    """Put the network on DLA ``core`` with GPU fallback; warn with the layers DLA cannot run."""
+    cores = int(getattr(builder, "num_DLA_cores", 0))
+    if not 0 <= core < cores:
+        raise EngineError(f"DLA core {core} does not exist: this device has {cores} DLA core(s)"
+                          + ("" if cores else " (use the GPU: drop the DLA core option)"))
+    config.default_device_type = trt.DeviceType.DLA
+    config.DLA_core = int(core)
+    layers = [network.get_layer(i) for i in range(network.num_layers)]
+    fallback = [layer.name for layer in layers if not config.can_run_on_DLA(layer)]
+    if fallback:
+        shown = ", ".join(fallback[:6]) + (f", ... ({len(fallback) - 6} more)" if len(fallback) > 6 else "")
+        warnings.warn(f"{len(fallback)} of {len(layers)} layers cannot run on DLA core {core} and fall back to the "
+                      f"GPU: {shown}", EdgevidWarning, stacklevel=4)
+
+
+def say(text: str) -> None:
+    """One status line on stderr (building an engine takes minutes: the user must know why)."""
+    print(f"edgevid: {text}", file=sys.stderr, flush=True)
