@@ -27,6 +27,7 @@ COMMANDS: dict[str, str] = {
     "report": "edgevid.commands.report",
     "devices": "edgevid.commands.devices",
     "deploy": "edgevid.commands.deploy",
+    "triton": "edgevid.commands.triton",
 }
 
 

@@ -394,6 +394,29 @@ def _(ctx):
     return ["run", bundle, "--video", ctx.video], "art/manifest.json is missing"
 
 
+@case("triton-clip-artifact")
+def _(ctx):
+    return (["triton", "write", ctx.clip_artifact, "-o", ctx.tmp / "repo"],
+            "a triton sequence model needs a stream export")
+
+
+@case("triton-model-name-clash")
+def _(ctx):
+    (ctx.tmp / "repo" / "tsm").mkdir(parents=True)
+    return (["triton", "write", ctx.stream_artifact, "-o", ctx.tmp / "repo", "--name", "tsm"],
+            "already has a model 'tsm'")
+
+
+@case("run-triton-server-down")
+def _(ctx):
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    return ["run", "--triton", f"127.0.0.1:{port}", "--model", "tsm", "--video", ctx.video], f"Triton at 127.0.0.1:{port}"
+
+
 @case("report-unknown-backend")
 def _(ctx):
     return ["report", "--model", "tsm", "--backends", "onnxruntime,tpu", "-o", ctx.tmp / "r"], "unknown backend 'tpu'"

@@ -40,8 +40,12 @@ def add_parser(subparsers: Any) -> None:
         "before a stream has seen the model's clip length are marked as warm-up. A summary with fps and "
         "per-stage latency goes to stderr at the end.",
     )
-    p.add_argument("artifact", metavar="DIR",
-                   help="artifact directory (manifest.json + model files), or a bundle from `edgevid deploy`")
+    p.add_argument("artifact", metavar="DIR", nargs="?",
+                   help="artifact directory (manifest.json + model files), or a bundle from `edgevid deploy`; "
+                   "not with --triton")
+    p.add_argument("--triton", metavar="URL",
+                   help="run on a Triton server instead (host:port of its gRPC endpoint; see `edgevid triton`)")
+    p.add_argument("--model", help="--triton: the model's name in the server's repository")
     source = p.add_mutually_exclusive_group(required=True)
     source.add_argument("--video", metavar="SRC",
                         help="video file, folder of frames, rtsp://|http:// URL, or GStreamer pipeline")
@@ -157,6 +161,29 @@ def _too_short(runner: Any, frames: int, name: str, max_frames: int | None) -> s
     return f"{name} has {frames} frames; the clip model needs {t} sampled frames ({every}at least {needed} frames)"
 
 
+def _runner(args: argparse.Namespace) -> Any:
+    """The loaded runner: a local artifact on its backend, or a model on a Triton server."""
+    from edgevid import runtime
+    from edgevid.errors import EdgevidError
+    from edgevid.report.bench import resolve_artifact, runner_options
+
+    if args.triton:
+        if args.artifact or args.backend or args.dla_core is not None:
+            raise EdgevidError("--triton runs the server's model: give --model NAME, not an artifact or --backend")
+        if not args.model:
+            raise EdgevidError("--triton needs --model NAME (the model's name in the server's repository)")
+        from edgevid.runtime.remote import connect
+
+        return connect(args.triton, args.model)
+    if args.model:
+        raise EdgevidError("--model names a model on a Triton server: use it with --triton URL")
+    if not args.artifact:
+        raise EdgevidError("give the artifact directory (or --triton URL --model NAME)")
+    artifact = resolve_artifact(args.artifact)
+    backend = runtime.canonical_name(args.backend or runtime.open_artifact(artifact).manifest.target)
+    return runtime.load(artifact, backend, **runner_options(backend, None, None, args.dla_core))
+
+
 def run(args: argparse.Namespace) -> int:
     """Run the artifact on the source; returns the exit code."""
     from edgevid import runtime
@@ -169,11 +196,7 @@ def run(args: argparse.Namespace) -> int:
     frames = predictions = warmup = 0
     interrupted = False
     printer = _Printer(args.json, args.quiet)
-    from edgevid.report.bench import resolve_artifact, runner_options
-
-    artifact = resolve_artifact(args.artifact)
-    backend = runtime.canonical_name(args.backend or runtime.open_artifact(artifact).manifest.target)
-    with runtime.load(artifact, backend, **runner_options(backend, None, None, args.dla_core)) as runner:
+    with _runner(args) as runner:
         session = runtime.open_session(runner, topk=args.topk, smooth=args.smooth, every=args.every)
         source = runtime.open_source(args.camera if args.camera is not None else args.video)
         writer = AnnotatedWriter(args.out, source.fps) if args.out else None

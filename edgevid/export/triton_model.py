@@ -1,0 +1,83 @@
+"""The portable Triton model (copied as ``<model>/1/model.py``): Triton's Python backend running edgevid.runtime.
+
+One backend stream per correlation id (``request.correlation_id()``): a new one, from the
+initial states, on a request with the sequence START flag; released on END, or when the
+sequence has had no request for the config's ``max_sequence_idle_microseconds`` (Triton
+frees its slot then too). Each request is one preprocessed frame; the response is that
+step's raw logits. The artifact sits next to this file (``artifact/``); the backend
+(onnxruntime or openvino) is the config's ``edgevid_backend`` parameter.
+
+Triton's sequence batcher itself refuses a first request without START for an unknown
+correlation id; a request that reaches this model for a sequence it no longer holds (a
+stream released after its idle time, then resumed without START) gets an error response.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import time
+
+import numpy as np
+import triton_python_backend_utils as pb_utils  # only inside Triton's Python backend
+
+START = pb_utils.TRITONSERVER_REQUEST_FLAG_SEQUENCE_START
+END = pb_utils.TRITONSERVER_REQUEST_FLAG_SEQUENCE_END
+
+
+class TritonPythonModel:
+    """edgevid.runtime behind Triton's sequence batcher."""
+
+    def initialize(self, args: dict) -> None:
+        from edgevid import runtime
+
+        config = json.loads(args["model_config"])
+        params = {k: v["string_value"] for k, v in config.get("parameters", {}).items()}
+        here = os.path.join(args["model_repository"], args["model_version"], "artifact")
+        self.runner = runtime.load(here, params.get("edgevid_backend", "onnxruntime"))
+        self.frame = self.runner.frame_input.name
+        self.logits = self.runner.logits_output.name
+        idle_us = int(config.get("sequence_batching", {}).get("max_sequence_idle_microseconds") or 1_000_000)
+        self.max_idle_s = idle_us / 1e6
+        self.streams: dict = {}  # correlation id -> (backend stream, last request time)
+
+    def _evict_idle(self, now: float) -> None:
+        for corrid, (stream, last) in list(self.streams.items()):
+            if now - last > self.max_idle_s:
+                stream.close()
+                del self.streams[corrid]
+
+    def execute(self, requests: list) -> list:
+        now = time.monotonic()
+        self._evict_idle(now)
+        responses = []
+        for request in requests:
+            corrid, flags = request.correlation_id(), request.flags()
+            try:
+                if flags & START:
+                    old = self.streams.pop(corrid, None)
+                    if old is not None:
+                        old[0].close()
+                    self.streams[corrid] = (self.runner.open_stream(), now)
+                if corrid not in self.streams:
+                    raise ValueError(f"sequence {corrid} has no state here (released after "
+                                     f"{self.max_idle_s:g} s idle, or never started): send it again with START")
+                stream = self.streams[corrid][0]
+                # DLPack both ways, not as_numpy() / Tensor(numpy): a stub built against numpy 1.x
+                # misreads numpy 2 arrays (wrong values in, empty tensors out; seen with Triton 2.5x).
+                frame = np.from_dlpack(pb_utils.get_input_tensor_by_name(request, self.frame))
+                logits = stream.step(np.ascontiguousarray(frame).reshape(1, *frame.shape[-3:]))
+                self.streams[corrid] = (stream, now)
+                if flags & END:
+                    stream.close()
+                    del self.streams[corrid]
+                responses.append(pb_utils.InferenceResponse([pb_utils.Tensor.from_dlpack(self.logits, logits)]))
+            except Exception as exc:  # noqa: BLE001 - one bad request must not take down the others
+                responses.append(pb_utils.InferenceResponse(error=pb_utils.TritonError(str(exc))))
+        return responses
+
+    def finalize(self) -> None:
+        for stream, _ in self.streams.values():
+            stream.close()
+        self.streams.clear()
+        self.runner.close()
