@@ -61,6 +61,8 @@ def residual_stream_layers(model: nn.Module) -> list[nn.Module]:
     from torchvision.models.resnet import Bottleneck
 
     keep: list[nn.Module] = [m for m in model.modules() if isinstance(m, nn.Linear)]
+    if hasattr(model, "head"):  # a 3D family's classifier (S3D's is a 1x1x1 conv): its outputs are the classes
+        keep.append(model.head)
     for block in model.modules():
         if isinstance(block, InvertedResidual):
             keep.append([c for c in block.conv if isinstance(c, nn.Conv2d)][-1])  # 1x1 projection

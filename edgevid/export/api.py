@@ -139,6 +139,7 @@ def export_model(model: str, out_dir: str | os.PathLike | None = None, *, checkp
         net = _build(config.name, checkpoint, weights, num_classes=num_classes, width_mult=width_mult)
     frames = frames or net.config.frames
     size = size or net.config.input_size
+    net.config.check_input(frames, size)
     preprocess = _preprocess_for(net.config, size, uint8_input)
     streaming = None
     if mode == "stream":

@@ -55,6 +55,9 @@ class ModelConfig:
     backbone: str  # "resnet50" | "mobilenetv2" | ...
     builder: str  # "module:function" building an nn.Module from this config
     frames: int = 8
+    min_frames: int = 1  # the fewest frames per clip the network's temporal downsampling allows
+    max_frames: int | None = None  # the most (a fixed-size classifier input: C3D's fc6)
+    crop_range: tuple[int, int] | None = None  # (smallest, largest) crop size the network takes, if limited
     frame_stride: int = 1  # gap between the frames the model was trained on (sets the runtime's step)
     input_size: int = 224
     resize: int = 256  # shorter side before the centre crop
@@ -67,6 +70,15 @@ class ModelConfig:
     can_stream: bool = False
     description: str = ""
     weights: tuple[WeightsSpec, ...] = ()
+
+    def check_input(self, frames: int, size: int) -> None:
+        """Refuse a clip length or crop size the network cannot take (one line, before any export)."""
+        if frames < self.min_frames or (self.max_frames is not None and frames > self.max_frames):
+            span = f"{self.min_frames}-{self.max_frames}" if self.max_frames else f"at least {self.min_frames}"
+            raise EdgevidError(f"{self.name} takes {span} frames per clip (its temporal pooling), not {frames}")
+        if self.crop_range is not None and not self.crop_range[0] <= size <= self.crop_range[1]:
+            lo, hi = self.crop_range
+            raise EdgevidError(f"{self.name} takes {lo}-{hi} px crops (its classifier's input is fixed), not {size}")
 
     @property
     def default_weights(self) -> WeightsSpec | None:
@@ -90,7 +102,8 @@ _REGISTRY: dict[str, ModelConfig] = {}
 _ALIASES: dict[str, str] = {}
 # A model family is one file (blocks, model class, registered builders); importing it
 # registers its entries. A new family adds one line here.
-_FAMILY_MODULES = ("edgevid.models.tsm", "edgevid.models.tsn")
+_FAMILY_MODULES = ("edgevid.models.tsm", "edgevid.models.tsn", "edgevid.models.video3d", "edgevid.models.c3d",
+                   "edgevid.models.i3d", "edgevid.models.x3d", "edgevid.models.slowfast")
 
 
 def register(config: ModelConfig, aliases: tuple[str, ...] = ()) -> ModelConfig:

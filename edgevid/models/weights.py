@@ -7,7 +7,10 @@ Understood layouts:
 - the official TSM repository: ``{"state_dict": ...}`` with ``module.base_model.*``, a
   ``.net`` inside every shifted conv and ``module.new_fc.*`` as the classifier; its
   MobileNetV2 keeps the InvertedResidual convs in one flat Sequential (``conv.0..7``);
-- the official online demo's MobileNetV2: plain ``features.*`` / ``classifier.*`` keys.
+- the official online demo's MobileNetV2: plain ``features.*`` / ``classifier.*`` keys;
+- the 3D families' public layouts (torchvision video models, PyTorchVideo's X3D / SlowFast
+  ``model_state``, classic C3D, 2D ImageNet ResNet-50 inflated for I3D): their wrapper maps
+  them (``Clip3DClassifier.map_state_dict``).
 
 Keys are matched after dropping the ``.net`` wrapper segment, so a shifted model loads a
 checkpoint of the unshifted network (and the other way round) with the same code.
@@ -63,6 +66,8 @@ def split_checkpoint(obj: dict[str, Any]) -> tuple[dict[str, torch.Tensor], dict
         state = obj["state_dict"]
     elif "model" in obj and isinstance(obj["model"], dict):
         state = obj["model"]
+    elif "model_state" in obj and isinstance(obj["model_state"], dict):  # PyTorchVideo / SlowFast
+        state = obj["model_state"]
     else:
         state = obj
     tensors = {k: v for k, v in state.items() if isinstance(v, torch.Tensor)}
@@ -123,9 +128,11 @@ def canonical_key(key: str) -> str:
 def load_state(model: nn.Module, state: dict[str, torch.Tensor], source: str = "checkpoint") -> None:
     """Load ``state`` (any supported layout) into ``model`` strictly, with clear errors.
 
-    The classifier follows the checkpoint: a head of another size is replaced first.
+    The classifier follows the checkpoint: a head of another size is replaced first. A model
+    with its own public layout (the 3D families: ``map_state_dict``) maps the keys itself.
     """
-    state = to_our_layout(state)
+    state = model.map_state_dict(state) if hasattr(model, "map_state_dict") else to_our_layout(state)
+    head = f"net.{model.head_path}.weight" if hasattr(model, "head_path") else "fc.weight"
     ours = model.state_dict()
     by_canonical = {canonical_key(k): k for k in ours}
     mapped: dict[str, torch.Tensor] = {}
@@ -136,9 +143,9 @@ def load_state(model: nn.Module, state: dict[str, torch.Tensor], source: str = "
             unexpected.append(key)
         else:
             mapped[target] = value
-    fc_w = mapped.get("fc.weight")
-    if fc_w is not None and hasattr(model, "reset_classifier") and fc_w.shape != ours["fc.weight"].shape \
-            and fc_w.shape[1:] == ours["fc.weight"].shape[1:]:
+    fc_w = mapped.get(head)
+    if fc_w is not None and hasattr(model, "reset_classifier") and fc_w.shape != ours[head].shape \
+            and fc_w.shape[1:] == ours[head].shape[1:]:
         model.reset_classifier(fc_w.shape[0])
         ours = model.state_dict()
     mismatched = [f"{k} {tuple(v.shape)} vs model {tuple(ours[k].shape)}"

@@ -58,14 +58,17 @@ def quick_options(opts: ReportOptions) -> ReportOptions:
     return opts
 
 
-def plan(opts: ReportOptions, gpu: dict[str, Any]) -> tuple[list[Variant], list[dict[str, Any]]]:
+def plan(opts: ReportOptions, gpu: dict[str, Any], can_stream: bool = True) -> tuple[list[Variant], list[dict[str, Any]]]:
     """The variants to measure and the ones skipped (with the reason)."""
     variants, skipped = [], []
     for mode in opts.modes:
         for precision in opts.precisions:
             for backend in opts.backends:
                 v = Variant(backend, mode, precision)
-                if backend == "tensorrt" and not gpu.get("available"):
+                if mode == "stream" and not can_stream:
+                    skipped.append({"variant": v.name, "label": v.label,
+                                    "reason": f"{opts.model} has no streaming form (a clip model)"})
+                elif backend == "tensorrt" and not gpu.get("available"):
                     skipped.append({"variant": v.name, "label": v.label, "reason": gpu.get("reason", "no GPU")})
                 else:
                     variants.append(v)
@@ -109,12 +112,13 @@ class ReportBuilder:
 
     def run(self) -> None:
         """Every phase in order; raises KeyboardInterrupt with what is measured kept."""
+        from edgevid.models import get_config
         from edgevid.report import accuracy as acc
         from edgevid.report import variants as var
         from edgevid.report.bench import call_unit
 
         opts = self.opts
-        self.variants, self.skipped = plan(opts, self.machine["gpu"])
+        self.variants, self.skipped = plan(opts, self.machine["gpu"], get_config(opts.model).can_stream)
         if not self.variants:
             raise EdgevidError("nothing to measure: every requested variant is skipped ("
                                + "; ".join(f"{s['variant']}: {s['reason']}" for s in self.skipped) + ")")
@@ -203,7 +207,7 @@ class ReportBuilder:
 
         model = build_model(self.opts.model, checkpoint=self.opts.checkpoint).eval()
         streaming = None
-        if "stream" in self.opts.modes:
+        if any(v.mode == "stream" for v in self.variants):
             from edgevid.models.streaming import to_streaming
 
             streaming = to_streaming(model).eval()

@@ -104,11 +104,12 @@ def check_config(cfg: TrainConfig) -> None:
     from edgevid.data.sampling import SAMPLING_MODES
     from edgevid.models import get_config
 
-    get_config(cfg.model)  # unknown model: the error lists the known ones
+    model_config = get_config(cfg.model)  # unknown model: the error lists the known ones
     for name, value, low in (("--epochs", cfg.epochs, 1), ("--batch-size", cfg.batch_size, 1),
                              ("--frames", cfg.frames, 1), ("--size", cfg.size, 16), ("--workers", cfg.workers, 0)):
         if value < low:
             raise EdgevidError(f"{name} must be at least {low}, got {value}")
+    model_config.check_input(cfg.frames, cfg.size)
     if cfg.resize is not None and cfg.resize < cfg.size:
         raise EdgevidError(f"resize ({cfg.resize}) must be at least the crop --size ({cfg.size})")
     if not cfg.lr > 0:

@@ -1,0 +1,89 @@
+"""The wrapper every 3D-CNN family shares: clip (N, T, 3, H, W) in, logits out, public key layout.
+
+The rest of edgevid (training, export, calibration, the runtime's clip sessions) passes clips
+as (N, T, 3, H, W), frames first, as the 2D families take them. A 3D network wants
+(N, 3, T, H, W); this wrapper permutes once in front of ``net``, which is the family's network
+with its public module names (torchvision's, PyTorchVideo's, the classic C3D's), so a public
+state dict is ``net.`` + its own keys: ``map_state_dict`` adds the prefix (and unwraps the
+checkpoint formats those projects write: PyTorchVideo / SlowFast's ``model_state``).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import torch
+from torch import nn
+
+
+def _get(module: nn.Module, path: str) -> nn.Module:
+    for part in path.split("."):
+        module = module[int(part)] if part.isdigit() else getattr(module, part)
+    return module
+
+
+def _set(module: nn.Module, path: str, value: nn.Module) -> None:
+    parent, _, last = path.rpartition(".")
+    holder = _get(module, parent) if parent else module
+    if last.isdigit():
+        holder[int(last)] = value
+    else:
+        setattr(holder, last, value)
+
+
+class Clip3DClassifier(nn.Module):
+    """A 3D CNN ``net`` over (N, 3, T, H, W) behind the (N, T, 3, H, W) clip interface.
+
+    - ``head``: the path of the final classifier layer inside ``net`` (``"fc"``,
+      ``"blocks.5.proj"``, ...): a ``nn.Linear`` or a 1x1x1 ``nn.Conv3d``.
+    - ``inflate``: optional ``state -> state`` mapping applied to public state dicts before
+      loading (I3D: 2D ImageNet weights inflated to 3D).
+    """
+
+    def __init__(self, net: nn.Module, head: str, name: str = "",
+                 inflate: Callable[[dict[str, torch.Tensor], nn.Module], dict[str, torch.Tensor]] | None = None) -> None:
+        super().__init__()
+        self.name = name
+        self.net = net
+        self.head_path = head
+        self._inflate = inflate
+
+    @property
+    def head(self) -> nn.Module:
+        """The classifier layer."""
+        return _get(self.net, self.head_path)
+
+    @property
+    def num_classes(self) -> int:
+        """Number of output classes."""
+        head = self.head
+        return head.out_features if isinstance(head, nn.Linear) else head.out_channels
+
+    def reset_classifier(self, num_classes: int) -> None:
+        """Replace the head with a fresh one for ``num_classes`` classes (same kind and input)."""
+        head = self.head
+        if isinstance(head, nn.Linear):
+            new: nn.Module = nn.Linear(head.in_features, num_classes, bias=head.bias is not None)
+        else:
+            new = nn.Conv3d(head.in_channels, num_classes, head.kernel_size, head.stride, head.padding,
+                            bias=head.bias is not None)
+        _set(self.net, self.head_path, new)
+
+    def map_state_dict(self, state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+        """A public (or our own) state dict in this wrapper's key layout."""
+        out = {}
+        for key, value in state.items():
+            k = key[len("module."):] if key.startswith("module.") else key
+            out[k if k.startswith("net.") else "net." + k] = value
+        if self._inflate is not None:
+            out = self._inflate(out, self)
+        return out
+
+    def forward(self, clip: torch.Tensor) -> torch.Tensor:
+        return self.net(clip.transpose(1, 2))  # (N, T, 3, H, W) -> (N, 3, T, H, W)
+
+
+def unwrap_checkpoint(obj: dict) -> dict:
+    """PyTorchVideo / SlowFast checkpoints keep the weights under ``model_state``."""
+    state = obj.get("model_state") if isinstance(obj, dict) else None
+    return state if isinstance(state, dict) else obj

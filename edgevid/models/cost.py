@@ -1,0 +1,44 @@
+"""What a zoo entry costs, measured from its graph: parameters, and multiply-accumulates per clip and per streamed frame.
+
+The model is built on PyTorch's ``meta`` device (shapes only, no memory, no arithmetic) and
+run once under ``torch.utils.flop_counter.FlopCounterMode``, which counts the convolutions and
+matrix products the graph really executes at the entry's input size and clip length. Papers
+call multiply-accumulates "FLOPs" (C3D: 38.5 G here, "about 39.5 GFLOPs" in its paper), so
+the figures are MACs = counted FLOPs / 2. A streaming entry's per-frame cost is one step of
+its streaming form.
+"""
+
+from __future__ import annotations
+
+import functools
+from typing import Any
+
+
+@functools.cache
+def measure(name: str) -> dict[str, Any]:
+    """``{"params": n, "gmacs_per_clip": x, "gmacs_per_frame": y | None}`` of zoo entry ``name``."""
+    import torch
+    from torch.utils.flop_counter import FlopCounterMode
+
+    from edgevid.models.registry import get_config, resolve_builder
+
+    config = get_config(name)
+    with torch.device("meta"):
+        model = resolve_builder(config)(config).eval()
+        clip = torch.empty(1, config.frames, 3, config.input_size, config.input_size)
+    with FlopCounterMode(display=False) as counter, torch.no_grad():
+        model(clip)
+    per_frame = None
+    if config.can_stream:
+        from edgevid.models.streaming import to_streaming
+
+        streaming = to_streaming(model)
+        with torch.device("meta"):
+            frame = torch.empty(1, 3, config.input_size, config.input_size)
+            with torch.no_grad():
+                _, *states = streaming(frame)  # zero states' shapes: one probe step
+        with FlopCounterMode(display=False) as step, torch.no_grad():
+            streaming(frame, *states)
+        per_frame = round(step.get_total_flops() / 2e9, 3)
+    return {"params": int(sum(p.numel() for p in model.parameters())),
+            "gmacs_per_clip": round(counter.get_total_flops() / 2e9, 3), "gmacs_per_frame": per_frame}
