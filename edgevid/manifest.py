@@ -274,17 +274,24 @@ class Preprocess:
 
 @dataclass(frozen=True)
 class Sampling:
-    """How frames are taken from a video: ``frames`` per clip, every ``stride``-th frame."""
+    """How frames are taken from a video: ``frames`` per clip, every ``stride``-th frame.
+
+    ``smooth``: how many stream predictions a session averages by default; 0 means ``frames``
+    (TSM scores frames and the clip consensus is their average), 1 for models that pool over
+    their own window (causal 3D CNNs, LRCN).
+    """
 
     frames: int
     stride: int = 1
+    smooth: int = 0
 
     @classmethod
     def from_dict(cls, data: Any, where: str = "sampling") -> Sampling:
-        """Parse and check manifest sampling (``frames`` 1..1024, ``stride`` 1..64)."""
+        """Parse and check manifest sampling (``frames`` 1..1024, ``stride`` 1..64, ``smooth`` 0..1024)."""
         d = _fields(cls, data, where)
         return cls(frames=_int(d["frames"], _at(where, "frames"), 1, MAX_FRAMES),
-                   stride=_int(d.get("stride", 1), _at(where, "stride"), 1, MAX_STRIDE))
+                   stride=_int(d.get("stride", 1), _at(where, "stride"), 1, MAX_STRIDE),
+                   smooth=_int(d.get("smooth", 0), _at(where, "smooth"), 0, MAX_FRAMES))
 
 
 @dataclass

@@ -254,7 +254,9 @@ def _export_into(work: Path, plan: ExportPlan, net: Any, streaming: Any, weights
     inputs, outputs = _graph_io(plan, frames, size, net.num_classes, states)
     manifest = Manifest(
         model=plan.model, family=net.config.family, mode=plan.mode, inputs=inputs, outputs=outputs,
-        preprocess=preprocess, sampling=Sampling(frames=frames, stride=net.config.frame_stride), labels=list(net.labels),
+        preprocess=preprocess, sampling=Sampling(frames=frames, stride=net.config.frame_stride,
+                                                      smooth=net.config.stream_smooth if plan.mode == "stream" else 0),
+        labels=list(net.labels),
         states=states, precision=plan.precision, target=plan.target.name, device=plan.device,
         files={"onnx": ONNX_FILE},
     )

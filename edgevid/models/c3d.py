@@ -48,7 +48,9 @@ class C3DNet(nn.Module):
         x = self.pool3(r(self.conv3b(r(self.conv3a(x)))))
         x = self.pool4(r(self.conv4b(r(self.conv4a(x)))))
         x = self.pool5(r(self.conv5b(r(self.conv5a(x)))))
-        x = x.flatten(1)
+        # The last 16-frame window: 16 frames leave exactly one position; the causal (streaming)
+        # form sees longer clips, whose last position is the latest window.
+        x = x[:, :, -1:].flatten(1)
         x = self.dropout(r(self.fc6(x)))
         x = self.dropout(r(self.fc7(x)))
         return self.fc8(x)

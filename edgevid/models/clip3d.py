@@ -15,6 +15,8 @@ from collections.abc import Callable
 import torch
 from torch import nn
 
+from edgevid.errors import EdgevidError
+
 
 def _get(module: nn.Module, path: str) -> nn.Module:
     for part in path.split("."):
@@ -81,6 +83,24 @@ class Clip3DClassifier(nn.Module):
 
     def forward(self, clip: torch.Tensor) -> torch.Tensor:
         return self.net(clip.transpose(1, 2))  # (N, T, 3, H, W) -> (N, 3, T, H, W)
+
+    def forward_step(self, frame: torch.Tensor) -> torch.Tensor:
+        """One frame (N, 3, H, W) of the streaming form (``edgevid.models.continual``); used by
+        ``StreamingModel``, which feeds the states."""
+        if not getattr(self, "continual", False):
+            raise EdgevidError(f"{self.name} is a clip model: use its '-online' entry to stream it")
+        from edgevid.models.continual import _Scheduled
+
+        phase = self.step_counter(frame) if self.step_counter is not None else None
+        scheduled = [m for m in self.modules() if isinstance(m, _Scheduled)]  # the hold too
+        for m in scheduled:
+            m.phase = phase
+        try:
+            logits = self.net(frame.unsqueeze(2))
+            return self.hold(logits) if self.hold is not None else logits
+        finally:
+            for m in scheduled:
+                m.phase = None
 
 
 def unwrap_checkpoint(obj: dict) -> dict:

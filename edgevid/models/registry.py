@@ -68,6 +68,7 @@ class ModelConfig:
     shift_div: int = 8
     width_mult: float = 1.0
     can_stream: bool = False
+    stream_smooth: int = 0  # predictions a stream averages by default (0: the clip length; 1: the model pools itself)
     description: str = ""
     weights: tuple[WeightsSpec, ...] = ()
 
@@ -103,7 +104,8 @@ _ALIASES: dict[str, str] = {}
 # A model family is one file (blocks, model class, registered builders); importing it
 # registers its entries. A new family adds one line here.
 _FAMILY_MODULES = ("edgevid.models.tsm", "edgevid.models.tsn", "edgevid.models.video3d", "edgevid.models.c3d",
-                   "edgevid.models.i3d", "edgevid.models.x3d", "edgevid.models.slowfast")
+                   "edgevid.models.i3d", "edgevid.models.x3d", "edgevid.models.slowfast", "edgevid.models.online3d",
+                   "edgevid.models.lrcn")
 
 
 def register(config: ModelConfig, aliases: tuple[str, ...] = ()) -> ModelConfig:

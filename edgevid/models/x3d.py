@@ -93,12 +93,14 @@ class SqueezeExcitation(nn.Module):
 
     def __init__(self, channels: int, reduced: int) -> None:
         super().__init__()
+        # A module, not x.mean(): the streaming form swaps it for a causal window (edgevid.models.continual).
+        self.pool = nn.AdaptiveAvgPool3d(1)
         self.block = nn.Sequential(
             nn.Conv3d(channels, reduced, kernel_size=1, bias=True), nn.ReLU(),
             nn.Conv3d(reduced, channels, kernel_size=1, bias=True), nn.Sigmoid())
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return x * self.block(x.mean(dim=(2, 3, 4), keepdim=True))
+        return x * self.block(self.pool(x))
 
 
 class BottleneckBlock(nn.Module):

@@ -206,9 +206,10 @@ class StreamSession(_Session):
     def __init__(self, runner: Runner, *, topk: int = 5, smooth: int | None = None, every: int | None = None) -> None:
         # Defaults reproduce what the model was trained on: steps ``sampling.stride`` frames
         # apart (the temporal gap its shift learned), scores averaged over the last
-        # ``sampling.frames`` steps (the clip's average consensus).
+        # ``sampling.frames`` steps (the clip's average consensus), or ``sampling.smooth``
+        # where the model pools over its own window.
         sampling = runner.manifest.sampling
-        super().__init__(runner, "stream", topk, smooth or sampling.frames, every or sampling.stride)
+        super().__init__(runner, "stream", topk, smooth or sampling.smooth or sampling.frames, every or sampling.stride)
         self.frames = sampling.frames
         self._x_shape = tuple(batch1_shape(runner.frame_input))[1:]
         self._steps = 0  # model steps since the last reset

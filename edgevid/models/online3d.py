@@ -1,0 +1,36 @@
+"""The streaming ("-online") forms of the 3D families: each clip entry made causal by ``edgevid.models.continual``.
+
+``x3d-xs-online`` is ``x3d-xs`` with causal temporal convolutions, pools and window averages:
+it loads ``x3d-xs`` checkpoints (PyTorchVideo's included) unchanged, trains on clips like any
+entry, and streams one frame per step with every temporal state as explicit I/O. Its clip
+output is the causal model's (the last window), so a stream needs no smoothing of its own
+(``stream_smooth=1``). SlowFast (its slow path takes frames at linspace positions) and S3D
+have no streaming form here.
+"""
+
+from __future__ import annotations
+
+from dataclasses import replace
+
+from edgevid.models.registry import _REGISTRY, ModelConfig, get_config, register, resolve_builder
+
+ONLINE = ("mc3-18", "r3d-18", "r2plus1d-18", "c3d", "i3d-resnet50", "x3d-xs", "x3d-s", "x3d-m")
+
+
+def build_online(config: ModelConfig):
+    """The base entry's network, rewritten into its causal streaming form."""
+    from edgevid.models.continual import to_continual
+
+    base = get_config(config.name.removesuffix("-online"))
+    model = resolve_builder(base)(replace(config, name=base.name, builder=base.builder))
+    model.name = config.name
+    return to_continual(model, frames=config.frames, size=config.input_size)
+
+
+for _name in ONLINE:
+    _base = _REGISTRY[_name]  # registered by the families imported before this module
+    register(replace(
+        _base, name=f"{_name}-online", builder="edgevid.models.online3d:build_online", can_stream=True,
+        stream_smooth=1, weights=(),
+        description=f"{_name}, causal: streams frame by frame with its temporal states as explicit I/O "
+                    "(Continual 3D CNNs, Hedegaard & Iosifidis 2022)"))

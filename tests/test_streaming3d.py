@@ -1,0 +1,171 @@
+"""Streaming 3D CNNs and LRCN: frame by frame with explicit state, equal to the causal clip model.
+
+For every streaming 3D entry (``<clip entry>-online``, ``edgevid.models.continual``) and LRCN:
+stepping T frames from the zero state gives, at every step, the causal clip model's output
+on the frames so far, in torch and (exported in stream mode) in ONNX Runtime and OpenVINO;
+dropping one state is caught. One temporal convolution equals continual-inference's own
+``co.Conv3d.forward_step``. The strided / big networks are ``slow`` here (their torch check
+takes 5-15 s, an export 15-40 s); the default run covers a stride-free 3D net (mc3-18, X3D),
+a strided one (I3D) and LRCN.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+from edgevid.models import build_model, get_config, list_models
+
+STREAMING_3D = [c.name for c in list_models() if c.name.endswith("-online") and c.family not in ("tsm", "tsn")]
+ALL = STREAMING_3D + ["lrcn-mobilenetv2"]
+TORCH_DEFAULT = {"mc3-18-online", "x3d-xs-online", "i3d-resnet50-online", "lrcn-mobilenetv2"}
+EXPORT_DEFAULT = {"mc3-18-online", "lrcn-mobilenetv2"}
+
+
+def _params(names, default):
+    return [pytest.param(n) if n in default else pytest.param(n, marks=pytest.mark.slow) for n in names]
+
+
+def _model(name: str, classes: int = 5):
+    """A random model with BatchNorm statistics of random clips, its stream length and size."""
+    from edgevid.models.batchnorm import recalibrate_batchnorm
+
+    torch.manual_seed(0)
+    model = build_model(name, num_classes=classes)
+    hold = getattr(model, "hold", None)
+    period, offset = (hold.period, hold.offset) if hold else (1, 0)
+    c = get_config(name)
+    size = c.crop_range[0] if c.crop_range else 64
+    frames = max(2 * period + 2, 6, c.min_frames)
+    with torch.no_grad():  # random BatchNorm affines: PyTorchVideo zero-inits some, which would hide branches
+        for m in model.modules():
+            if isinstance(m, torch.nn.modules.batchnorm._BatchNorm):
+                m.weight.uniform_(0.5, 1.5)
+                m.bias.uniform_(-0.2, 0.2)
+    recalibrate_batchnorm(model, [torch.randn(2, max(frames, c.min_frames), 3, size, size)])
+    return model.eval(), frames, size, offset
+
+
+def _step(streaming, clip: torch.Tensor, drop: int | None = None) -> list[torch.Tensor]:
+    """Every step's logits; ``drop``: that state is fed as zeros every step (a lost state)."""
+    states, outs = None, []
+    with torch.no_grad():
+        for t in range(clip.shape[1]):
+            if states is not None and drop is not None:
+                states[drop] = torch.zeros_like(states[drop])
+            logits, *states = streaming(clip[:, t]) if states is None else streaming(clip[:, t], *states)
+            outs.append(logits)
+    return outs
+
+
+def _rel(a, b) -> float:
+    a, b = np.asarray(a), np.asarray(b)
+    return float(np.max(np.abs(a - b)) / max(np.max(np.abs(b)), 1e-12))
+
+
+@pytest.mark.parametrize("name", _params(ALL, TORCH_DEFAULT))
+def test_stepping_equals_the_causal_clip_model_frame_by_frame(name):
+    from edgevid.models.streaming import to_streaming
+
+    model, frames, size, first = _model(name)
+    clip = torch.randn(1, frames, 3, size, size, generator=torch.Generator().manual_seed(1))
+    streaming = to_streaming(model).eval()
+    outs = _step(streaming, clip)
+    steps = range(first, frames)  # before `first` the causal clip model has no output yet (the stream's is zero)
+    with torch.no_grad():
+        clips = {t: model(clip[:, : t + 1]) for t in steps}
+    worst = max(_rel(outs[t], clips[t]) for t in steps)
+    assert worst < 1e-4, worst
+    assert _rel(clips[steps[-1]], clips[steps[0]]) > 1e-3, "the outputs must change along the stream"
+    # Dropping any one state is seen in the outputs.
+    for drop in range(len(streaming.state_paths)):
+        lost = _step(streaming, clip, drop=drop)
+        assert max(_rel(lost[t], clips[t]) for t in steps) > 1e-4, streaming.state_paths[drop]
+
+
+@pytest.mark.parametrize("name", _params(ALL, EXPORT_DEFAULT))
+def test_stream_export_in_onnxruntime_and_openvino_equals_the_causal_clip_model(name, tmp_path):
+    from edgevid.export.api import export_model
+    from edgevid.export.openvino import openvino_runner
+    from edgevid.models.weights import save_checkpoint
+    from edgevid.runtime.crosscheck import onnxruntime_runner, run_stream
+
+    model, frames, size, first = _model(name, classes=6)
+    ckpt = tmp_path / "m.pt"
+    save_checkpoint(ckpt, model, name, [f"c{i}" for i in range(6)], {"num_classes": 6})
+    manifest = export_model(name, tmp_path / "art", checkpoint=ckpt, mode="stream", target="openvino", size=size,
+                            frames=frames, progress=False)
+    assert manifest.mode == "stream" and manifest.sampling.smooth == 1 and manifest.states
+    assert all(v["passed"] for v in manifest.validation.values())
+    clip = torch.randn(1, frames, 3, size, size, generator=torch.Generator().manual_seed(2))
+    with torch.no_grad():
+        want = {t: model(clip[:, : t + 1]).numpy() for t in range(first, frames)}
+    for run in (onnxruntime_runner(tmp_path / "art" / "model.onnx"), openvino_runner(tmp_path / "art" / "model.xml")):
+        steps = run_stream(run, manifest.states, clip.numpy(), batch=None)
+        assert max(_rel(steps[t]["logits"], want[t]) for t in want) < 1e-4
+    # A state that is lost between steps (here: the last one, fed as zeros) shows in the exported graph too.
+    ort = onnxruntime_runner(tmp_path / "art" / "model.onnx")
+    pairs = manifest.states
+    state = {s.input: np.zeros((1, *s.shape[1:]), np.float32) for s in pairs}
+    lost = []
+    for t in range(frames):
+        state[pairs[-1].input] = np.zeros_like(state[pairs[-1].input])
+        out = ort({"frame": clip[:, t].numpy(), **state})
+        state = {s.input: out[s.output] for s in pairs}
+        lost.append(out["logits"])
+    assert max(_rel(lost[t], want[t]) for t in want) > 1e-4
+
+
+def test_a_temporal_conv_equals_continual_inferences_forward_step():
+    """One causal 3x3x3 convolution against continual-inference's co.Conv3d on the same weights."""
+    co = pytest.importorskip("continual", reason="continual-inference is a test-only dependency (edgevid[dev])")
+    from edgevid.models.continual import CoConv3d
+
+    torch.manual_seed(3)
+    theirs = co.Conv3d(4, 6, kernel_size=(3, 3, 3), padding=(0, 1, 1))
+    ours = CoConv3d.of(torch.nn.Conv3d(4, 6, (3, 3, 3), padding=(1, 1, 1)))
+    with torch.no_grad():
+        ours.weight.copy_(theirs.weight)
+        ours.bias.copy_(theirs.bias)
+    ours.streaming = True
+    x = torch.randn(1, 4, 7, 8, 8)
+    state = None
+    with torch.no_grad():
+        for t in range(7):
+            ours.state_in = state
+            mine = ours(x[:, :, t : t + 1])[:, :, 0]
+            state = ours.state_out
+            ref = theirs.forward_step(x[:, :, t])
+            if t >= 2:  # continual-inference emits once its K - 1 = 2 frames of history are in
+                assert torch.allclose(mine, ref, atol=1e-6), t
+            else:
+                assert ref is None
+
+
+def test_the_causal_model_differs_from_the_symmetric_clip_model_by_a_measured_amount():
+    """Same weights, causal vs the original symmetric temporal padding: recorded, and not zero."""
+    clip_model = build_model("mc3-18", num_classes=5)
+    causal = build_model("mc3-18-online", num_classes=5)
+    causal.load_state_dict(clip_model.state_dict(), strict=False)
+    from edgevid.models.batchnorm import recalibrate_batchnorm
+
+    torch.manual_seed(4)
+    clips = [torch.randn(2, 16, 3, 64, 64)]
+    recalibrate_batchnorm(clip_model, clips).eval()
+    causal.load_state_dict(clip_model.state_dict(), strict=False)
+    causal.eval()
+    x = torch.randn(2, 16, 3, 64, 64)
+    with torch.no_grad():
+        diff = _rel(causal(x), clip_model(x))
+    print(f"mc3-18: causal vs symmetric clip logits, max relative difference {diff:.3f}")
+    assert diff > 1e-3
+
+
+def test_streaming_entries_cost_less_per_frame_than_a_clip():
+    from edgevid.models.cost import measure
+
+    for name in ("x3d-xs-online", "mc3-18-online", "lrcn-mobilenetv2"):
+        cost = measure(name)
+        frames = get_config(name).frames
+        assert 0 < cost["gmacs_per_frame"] < cost["gmacs_per_clip"] / frames * 1.5, (name, cost)
