@@ -417,6 +417,21 @@ def _(ctx):
     return ["run", "--triton", f"127.0.0.1:{port}", "--model", "tsm", "--video", ctx.video], f"Triton at 127.0.0.1:{port}"
 
 
+@case("gate-threshold-out-of-range")
+def _(ctx):
+    return ["run", ctx.stream_artifact, "--video", ctx.video, "--gate", "delta:0"], "threshold is in grey levels"
+
+
+@case("gate-on-a-clip-artifact")
+def _(ctx):
+    return ["run", ctx.clip_artifact, "--video", ctx.video, "--gate", "delta"], "clip-mode artifact"
+
+
+@case("salient-more-windows-than-the-video-has")
+def _(ctx):
+    return ["run", ctx.stream_artifact, "--video", ctx.video, "--salient", "9"], "--salient 9 is more than the"
+
+
 @case("report-unknown-backend")
 def _(ctx):
     return ["report", "--model", "tsm", "--backends", "onnxruntime,tpu", "-o", ctx.tmp / "r"], "unknown backend 'tpu'"

@@ -259,3 +259,18 @@ def test_findings_are_computed_from_the_numbers():
     assert "INT8 on OpenVINO (stream) is 1.7x faster than FP32 with 0.3 points lower top-1 (90.9% vs 91.2%)." in text
     assert any("re-running the clip model 20.40 ms (6.0x more)" in s for s in text)
     assert any(s.startswith("Fastest: openvino stream int8, median 2.00 ms") for s in text)
+
+
+def test_report_has_gating_and_salient_rows_measured_on_still_stretches(report, small):
+    """The efficiency rows: network calls actually made and wall time, against final-label accuracy."""
+    rows = {e["method"]: e for e in report["efficiency"]}
+    assert set(rows) == {"every step", "delta gate (defer)", "delta gate (repeat)", "every window",
+                         "salient windows (K=2)"}
+    assert all(e["variant"] == "onnxruntime/stream/fp32" and e["videos"] == 5 for e in rows.values())
+    assert rows["every step"]["calls_fraction"] == 1.0 == rows["every window"]["calls_fraction"]
+    assert rows["delta gate (defer)"]["calls_fraction"] < 0.5  # 48 of 68 frames are still
+    assert rows["delta gate (repeat)"]["network_calls"] > rows["delta gate (defer)"]["network_calls"]
+    assert rows["salient windows (K=2)"]["network_calls"] < rows["every window"]["network_calls"]
+    md = (small[2] / "report.md").read_text()
+    assert "## Compute where the video changes" in md and "| delta gate (defer) |" in md
+    assert any(s.startswith("Frame-delta gating") for s in report["findings"])

@@ -36,11 +36,28 @@ def _add_synth(sub: argparse._SubParsersAction) -> None:
         help="fraction of each class listed in val.txt (default 0.2)",
     )
     p.add_argument("--fps", type=float, default=8.0, help="frame rate written in the files (default 8)")
+    p.add_argument("--still", metavar="BEFORE:AFTER", default="0:0",
+                   help="embed each action in that many still frames before / after it (a static camera scene; "
+                   "the test set of --gate), e.g. 48:4")
+    p.add_argument("--noise", type=float, default=0.0, metavar="SIGMA",
+                   help="camera noise on every frame, in grey levels (default 0)")
+    p.add_argument("--drift", type=float, default=0.0, metavar="D",
+                   help="slow brightness drift, grey levels per frame (default 0)")
     p.add_argument("--force", action="store_true",
                    help="replace DIR if it holds an earlier `data synth` dataset (never any other folder)")
     p.add_argument("-q", "--quiet", action="store_true", help="no progress bar, summary only")
     p.add_argument("--json", action="store_true", help="print what was written as JSON")
     p.set_defaults(func=_run_synth)
+
+
+def _still(text: str) -> tuple[int, int]:
+    from edgevid.errors import EdgevidError
+
+    try:
+        before, after = (int(x) for x in text.split(":"))
+    except ValueError:
+        raise EdgevidError(f"--still takes BEFORE:AFTER frame counts, e.g. 48:4, got {text!r}") from None
+    return before, after
 
 
 def _run_synth(args: argparse.Namespace) -> int:
@@ -56,6 +73,9 @@ def _run_synth(args: argparse.Namespace) -> int:
         fps=args.fps,
         force=args.force,
         progress=not (args.quiet or args.json),
+        still=_still(args.still),
+        noise=args.noise,
+        drift=args.drift,
     )
     if args.json:
         print(json.dumps({"output": str(summary.root), "classes": list(summary.classes), "train": summary.train,

@@ -39,6 +39,9 @@ def add_parser(subparsers: Any) -> None:
     p.add_argument("--block", type=_positive, metavar="N", help="timed calls per variant per round (default 20)")
     p.add_argument("--quick", action="store_true",
                    help="stream mode, 11 videos, short latency rounds, INT8 calibrated on 8 clips")
+    p.add_argument("--no-efficiency", action="store_true",
+                   help="leave out the frame-delta gating / salient-window rows (measured on the built-in videos "
+                   "with still stretches, for the first stream variant)")
     p.add_argument("--cache", metavar="DIR",
                    help="artifact cache (default $EDGEVID_CACHE/report-artifacts or ~/.cache/edgevid/report-artifacts)")
     p.add_argument("-o", "--output", default="report", metavar="DIR", help="output folder (default: %(default)s)")
@@ -65,7 +68,7 @@ def run(args: argparse.Namespace) -> int:
         precisions=parse_list(args.precisions, PRECISIONS, "precision"),
         modes=parse_list(args.modes, MODES, "mode"), data=args.data, split=args.split, videos=args.videos,
         size=args.size, calib=args.calib, calib_size=args.calib_size, threads=args.threads, quick=args.quick,
-        cache=args.cache, progress=not args.quiet)
+        cache=args.cache, progress=not args.quiet, efficiency=not args.no_efficiency)
     if args.quick:
         quick_options(opts)
     opts.rounds = args.rounds or opts.rounds

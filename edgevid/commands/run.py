@@ -68,6 +68,14 @@ def add_parser(subparsers: Any) -> None:
     p.add_argument("-o", "--output", "--out", dest="out", metavar="FILE",
                    help="write the video with the running label overlaid (.mp4/.avi/.mkv/.mov)")
     p.add_argument("--max-frames", type=_positive, metavar="N", help="stop after N frames")
+    p.add_argument("--gate", metavar="delta[:T[:POLICY]]",
+                   help="stream mode: skip the steps whose frame has not changed since the last processed one "
+                   "(mean absolute difference of 32x32 grey thumbnails below T grey levels, default 1.0); POLICY "
+                   "defer (default: skipped frames never reach the network) or repeat (the first still frame is "
+                   "stepped once more)")
+    p.add_argument("--salient", type=_positive, metavar="K",
+                   help="a recorded video: score every window of the model's clip by motion, run the model only on "
+                   "the K windows with most, and print the video's label from them")
     p.set_defaults(func=run)
 
 
@@ -100,18 +108,22 @@ class _Printer:
             print()
             self._shown = None
 
-    def result(self, last: Any, frames: int, predictions: int, warmup: int, skipped: int) -> None:
+    def result(self, last: Any, frames: int, predictions: int, warmup: int, skipped: int, gate: Any = None) -> None:
         """The final verdict: the last (smoothed) prediction and the counts."""
         self.finish()
         if self.as_json:
             record = {"label": last.label if last else None, "score": round(last.score, 6) if last else None,
                       "frames": frames, "predictions": predictions, "warmup_predictions": warmup,
                       "skipped_frames": skipped}
+            if gate is not None:
+                record |= {"steps_due": gate.steps_due, "steps_run": gate.steps_run, "stream_resets": gate.resets}
             print(json.dumps({"result": record}), flush=True)
             return
         counts = f"{frames} frames, {predictions} predictions, {warmup} in warm-up"
         if skipped:
             counts += f", {skipped} undecodable frames skipped"
+        if gate is not None:
+            counts += f", gate ran {gate.steps_run} of {gate.steps_due} steps ({gate.fraction_run:.0%})"
         verdict = f"{last.label} {last.score:.3f}" if last else "none"
         print(f"result: {verdict} ({counts})", flush=True)
 
@@ -161,6 +173,36 @@ def _too_short(runner: Any, frames: int, name: str, max_frames: int | None) -> s
     return f"{name} has {frames} frames; the clip model needs {t} sampled frames ({every}at least {needed} frames)"
 
 
+def _gate(args: argparse.Namespace) -> Any:
+    """The DeltaGate of ``--gate`` (None without), checked against the other options."""
+    from edgevid.errors import EdgevidError
+
+    if args.salient and (args.gate or args.camera is not None or args.out):
+        raise EdgevidError("--salient runs on a recorded --video alone (not with --gate, --camera or --output)")
+    if not args.gate:
+        return None
+    from edgevid.runtime.gating import DeltaGate, parse_gate
+
+    threshold, policy = parse_gate(args.gate)
+    return DeltaGate(threshold, policy)
+
+
+def _run_salient(runner: Any, args: argparse.Namespace) -> int:
+    """--salient K: the K most moving windows of the video, one label from them."""
+    from edgevid.runtime.salient import run_salient
+
+    result = run_salient(runner, args.video, args.salient)
+    if args.json:
+        print(json.dumps({"result": result.to_dict()}), flush=True)
+    else:
+        span = runner.manifest.sampling.frames
+        print(f"result: {result.label} {float(result.scores.max()):.3f} (windows {result.windows} of "
+              f"{result.windows_total}, {span} sampled frames each; {result.network_calls} network calls)", flush=True)
+        print(f"{result.sampled_frames} sampled frames scored for motion, {len(result.windows)} windows run in "
+              f"{result.seconds:.2f} s", file=sys.stderr)
+    return 0
+
+
 def _runner(args: argparse.Namespace) -> Any:
     """The loaded runner: a local artifact on its backend, or a model on a Triton server."""
     from edgevid import runtime
@@ -196,8 +238,11 @@ def run(args: argparse.Namespace) -> int:
     frames = predictions = warmup = 0
     interrupted = False
     printer = _Printer(args.json, args.quiet)
+    gate = _gate(args)
     with _runner(args) as runner:
-        session = runtime.open_session(runner, topk=args.topk, smooth=args.smooth, every=args.every)
+        if args.salient:
+            return _run_salient(runner, args)
+        session = runtime.open_session(runner, topk=args.topk, smooth=args.smooth, every=args.every, gate=gate)
         source = runtime.open_source(args.camera if args.camera is not None else args.video)
         writer = AnnotatedWriter(args.out, source.fps) if args.out else None
         what = f"{runner.name}, {runner.manifest.mode} mode, {source.name}"
@@ -241,7 +286,7 @@ def run(args: argparse.Namespace) -> int:
             raise EdgevidError(_too_short(runner, frames, source.name, args.max_frames))
         if writer is not None:
             writer.close()  # checks the file and moves it into place, or raises
-        printer.result(session.last, frames, predictions, warmup, skipped)
+        printer.result(session.last, frames, predictions, warmup, skipped, gate)
         print(_summary(frames, predictions, time.perf_counter() - start, stages, what, skipped), file=sys.stderr)
     if args.out:
         print(f"annotated video: {args.out}", file=sys.stderr)

@@ -283,6 +283,22 @@ def render_clip(
     return out, ClipMeta(label, shape, centre, angle, radius, alpha, len(distractors))
 
 
+def embed_in_still(clip: np.ndarray, before: int, after: int, noise: float, drift: float,
+                   rng: np.random.Generator) -> np.ndarray:
+    """``clip`` with ``before`` / ``after`` still frames (its first / last frame held), camera noise and drift.
+
+    What an edge camera sees: a static scene, an action, static again. ``noise``: Gaussian
+    sensor noise (grey levels, per pixel and frame); ``drift``: a slow brightness change of
+    the whole picture, in grey levels per frame (lighting), over the whole video.
+    """
+    frames = np.concatenate([np.repeat(clip[:1], before, 0), clip, np.repeat(clip[-1:], after, 0)]).astype(np.float32)
+    if drift:
+        frames += (drift * np.arange(len(frames), dtype=np.float32))[:, None, None, None]
+    if noise:
+        frames += rng.normal(0.0, noise, frames.shape).astype(np.float32)
+    return np.clip(np.round(frames), 0, 255).astype(np.uint8)
+
+
 def clip_rng(seed: int, class_index: int, video_index: int) -> np.random.Generator:
     """The random generator of one video: independent per (seed, class, video), order-free."""
     return np.random.default_rng(np.random.SeedSequence(seed, spawn_key=(class_index, video_index)))
@@ -340,8 +356,11 @@ def _val_count(n: int, val_fraction: float) -> int:
     return min(n - 1, max(1, round(n * val_fraction)))
 
 
-def _write_one(path: Path, label: str, rng: np.random.Generator, size: int, frames: int, fps: float) -> None:
+def _write_one(path: Path, label: str, rng: np.random.Generator, size: int, frames: int, fps: float,
+               still: tuple[int, int] = (0, 0), noise: float = 0.0, drift: float = 0.0) -> None:
     clip, _ = render_clip(label, rng, size, frames)
+    if still != (0, 0) or noise or drift:
+        clip = embed_in_still(clip, still[0], still[1], noise, drift, rng)
     write_video(path, clip, fps)
     decoded = read_frames(path)  # an OpenCV without a working mp4v encoder must fail here, not in training
     if decoded.shape != clip.shape:
@@ -361,8 +380,15 @@ def generate_dataset(
     fps: float = 8.0,
     force: bool = False,
     progress: bool = True,
+    still: tuple[int, int] = (0, 0),
+    noise: float = 0.0,
+    drift: float = 0.0,
 ) -> SynthSummary:
     """Write the synthetic dataset to ``out_dir`` (atomically) and return what was written.
+
+    ``still`` = (before, after): each action embedded in that many still frames (its first /
+    last frame held), with ``noise`` (grey levels) and ``drift`` (grey levels per frame): the
+    built-in test set for frame-delta gating (``edgevid.runtime.gating``).
 
     Generated into a temporary folder next to ``out_dir`` and renamed into place at the
     end, so an interrupted run never leaves a half dataset. An existing non-empty
@@ -373,6 +399,9 @@ def generate_dataset(
     from edgevid.manifest import check_writable, write_error
 
     _check_args(videos_per_class, frames, size, val_fraction, fps)
+    if min(still) < 0 or not 0 <= noise <= 50 or abs(drift) > 5:
+        raise EdgevidError(f"still frames must be >= 0, noise within [0, 50] and drift within [-5, 5] grey levels, "
+                           f"got still {still}, noise {noise:g}, drift {drift:g}")
     out = Path(out_dir).resolve()  # a name and a parent even for "." or "ds/"
     _prepare_target(out, force)
     check_writable(out)
@@ -391,7 +420,7 @@ def generate_dataset(
             (tmp / name).mkdir()
         for c, name, v in tqdm(jobs, desc="synth videos", unit="video", disable=not progress):
             rel = f"{name}/{name}_{v:03d}.mp4"
-            _write_one(tmp / rel, name, clip_rng(seed, c, v), size, frames, fps)
+            _write_one(tmp / rel, name, clip_rng(seed, c, v), size, frames, fps, still, noise, drift)
             # The last n_val videos of each class are val: a stratified, seed-independent split.
             (val_lines if v >= videos_per_class - n_val else train_lines).append(f"{rel} {c}\n")
         (tmp / "classes.txt").write_text("".join(f"{name}\n" for name in CLASSES))
@@ -406,6 +435,9 @@ def generate_dataset(
             "size": size,
             "fps": fps,
             "val_fraction": val_fraction,
+            "still": list(still),
+            "noise": noise,
+            "drift": drift,
             "classes": list(CLASSES),
             "order_pairs": ORDER_PAIRS,
         }

@@ -47,6 +47,7 @@ class ReportOptions:
     quick: bool = False
     cache: str | None = None
     progress: bool = True
+    efficiency: bool = True  # gating / salient-window rows for the first stream variant
 
 
 def quick_options(opts: ReportOptions) -> ReportOptions:
@@ -105,6 +106,7 @@ class ReportBuilder:
         self.rows: dict[str, dict[str, Any]] = {}  # variant name -> row
         self.samples: dict[str, list[float]] = {}
         self.data: dict[str, Any] = {}
+        self.efficiency: list[dict[str, Any]] = []
         self.complete = False
         self.log = _Log(opts.progress)
 
@@ -197,6 +199,15 @@ class ReportBuilder:
 
             self.log(f"measuring latency: {len(calls)} variants, {opts.rounds} rounds of {opts.block} calls (ABBA)")
             interleaved(calls, rounds=opts.rounds, block=opts.block, samples=self.samples, progress=opts.progress)
+
+            stream = next(((v, r) for v, r in zip(self.variants, runners) if v.mode == "stream"), None)
+            if stream is not None and opts.efficiency:
+                from edgevid.report import efficiency
+
+                self.phase = "measuring gating and salient windows"
+                self.log(f"gating and salient windows: {stream[0].label} on the built-in videos with still stretches")
+                self.efficiency = efficiency.measure(stream[1], stream[0].name, limit=opts.videos,
+                                                     progress=opts.progress)
             self.complete = True
         finally:
             for runner in runners:
@@ -283,6 +294,7 @@ class ReportBuilder:
             "machine": self.machine,
             "data": self.data,
             "rows": rows,
+            "efficiency": self.efficiency,
             "skipped": self.skipped,
             "peak_rss_mb": peak_rss_mb(),
         }

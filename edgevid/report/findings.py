@@ -69,6 +69,17 @@ def findings(report: dict[str, Any]) -> list[str]:
             out.append(f"Lowest agreement with the torch FP32 reference: {least['label']}, same top-1 on "
                        f"{_pct(agree['prediction_top1'])} of {agree['predictions']} predictions "
                        f"(max |logit difference| {agree['max_abs_logit_diff']:.3g}).")
+    eff = {e["method"]: e for e in report.get("efficiency") or []}
+    gated, every = eff.get("delta gate (defer)"), eff.get("every step")
+    if gated and every:
+        out.append(f"Frame-delta gating ({gated['variant']}, videos with still stretches) ran {_pct(gated['calls_fraction'])} "
+                   f"of the stream steps at top-1 {_pct(gated['top1'])} (every step: {_pct(every['top1'])}), in "
+                   f"{gated['seconds_ratio']:.2f}x the wall time.")
+    salient, windows = eff.get(next((m for m in eff if m.startswith("salient")), ""), None), eff.get("every window")
+    if salient and windows:
+        out.append(f"{salient['method'].capitalize()} reached top-1 {_pct(salient['top1'])} with "
+                   f"{_pct(salient['calls_fraction'])} of the network calls of every window ({_pct(windows['top1'])}), "
+                   f"{1 / salient['seconds_ratio']:.1f}x faster.")
     hints = sorted({r["what_ran"].get("inference_precision") for r in rows if r["backend"] == "openvino"} - {None})
     if hints:
         out.append(f"OpenVINO compiled with inference precision {', '.join(hints)} (read back from the compiled "

@@ -12,7 +12,7 @@ import io
 import re
 from typing import Any
 
-from edgevid.report.render_md import machine_line, table_rows
+from edgevid.report.render_md import efficiency_table, machine_line, table_rows
 
 _COLORS = {"onnxruntime": "#1f77b4", "openvino": "#6a3d9a", "tensorrt": "#2ca02c", "torch": "#d62728"}
 _MARKERS = {"fp32": "o", "fp16": "D", "int8": "^"}  # precision; stream points filled, clip points hollow
@@ -114,6 +114,12 @@ def render_html(report: dict[str, Any]) -> str:
         cls = " class=\"ref\"" if row.get("reference") else ""
         parts.append(f"<tr{cls}><td>{e(c[0])}</td>" + "".join(f"<td class=\"n\">{e(x)}</td>" for x in c[1:]) + "</tr>")
     parts.append("</tbody></table>")
+    header, cells = efficiency_table(report)
+    if cells:
+        parts.append("<h2>Compute where the video changes</h2><table><thead><tr>"
+                     + "".join(f"<th>{e(h)}</th>" for h in header) + "</tr></thead><tbody>"
+                     + "".join("<tr><td>" + e(c[0]) + "</td>" + "".join(f"<td class=\"n\">{e(x)}</td>" for x in c[1:])
+                               + "</tr>" for c in cells) + "</tbody></table>")
     for title, svg in (("Accuracy vs latency", scatter_svg(report)), ("Latency distributions", distributions_svg(report))):
         if svg:
             parts.append(f"<h2>{e(title)}</h2><div class=\"chart\">{svg}</div>")

@@ -51,6 +51,28 @@ def machine_line(m: dict[str, Any]) -> str:
             f"Python {m['python']}; {versions}")
 
 
+def efficiency_table(report: dict[str, Any]) -> tuple[list[str], list[list[str]]]:
+    """Header and cells of the gating / salient-window table (shared with the HTML page)."""
+    header = ["method", "top-1 %", "network calls", "calls vs full", "wall s", "time vs full"]
+    cells = [[e["method"], _pct(e["top1"]), str(e["network_calls"]), _f(e["calls_fraction"], ".0%"),
+              _f(e["seconds"]), _f(e["seconds_ratio"], ".2f", "x")] for e in report.get("efficiency") or []]
+    return header, cells
+
+
+def efficiency_lines(report: dict[str, Any]) -> list[str]:
+    """The report.md section on gating and salient windows ([] without those rows)."""
+    rows = report.get("efficiency") or []
+    if not rows:
+        return []
+    header, cells = efficiency_table(report)
+    return ["## Compute where the video changes", "",
+            f"{rows[0]['variant']} on {rows[0]['data']} (actions inside still stretches, camera noise), as `edgevid run` "
+            "runs them: every step, `--gate delta` (skip a step while the 32x32 grey thumbnail changes less than 1 "
+            "grey level; defer: the skipped frames never reach the network; repeat: the first still frame is stepped "
+            "once more), and `--salient 2` against every window. \"vs full\": against every step / every window.", "",
+            *_md_table(header, cells), ""]
+
+
 def render_markdown(report: dict[str, Any]) -> str:
     """The whole report.md."""
     o = report["options"]
@@ -70,6 +92,7 @@ def render_markdown(report: dict[str, Any]) -> str:
         "on the same frames, per prediction. Latency: one model call (stream step or clip inference), "
         f"{o['latency_rounds']} rounds of {o['latency_block']} calls per variant, interleaved ABBA in one process; "
         "x torch / x fp32: median latency ratios. RSS +: resident memory added by loading the variant.", ""]
+    lines += efficiency_lines(report)
     what = [r for r in report["rows"] if r.get("what_ran")]
     if what:
         lines += ["## What ran", ""]

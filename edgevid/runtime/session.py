@@ -152,7 +152,7 @@ class _Session:
         check_frame(frame)
         index = self._pushed
         self._pushed += 1
-        if not self._wants(index):
+        if not self._wants(index) or self._gated(frame):
             return None
         t0 = time.perf_counter()
         x = preprocess_frame(frame, self.preprocess)
@@ -186,6 +186,9 @@ class _Session:
     def _wants(self, index: int) -> bool:
         raise NotImplementedError
 
+    def _gated(self, frame: np.ndarray) -> bool:
+        return False
+
     def _consume(self, x: np.ndarray, index: int, preprocess_ms: float) -> Prediction | None:
         raise NotImplementedError
 
@@ -203,7 +206,8 @@ class _Session:
 class StreamSession(_Session):
     """Per-frame predictions from a streaming model; states live in the backend stream."""
 
-    def __init__(self, runner: Runner, *, topk: int = 5, smooth: int | None = None, every: int | None = None) -> None:
+    def __init__(self, runner: Runner, *, topk: int = 5, smooth: int | None = None, every: int | None = None,
+                 gate: Any = None) -> None:
         # Defaults reproduce what the model was trained on: steps ``sampling.stride`` frames
         # apart (the temporal gap its shift learned), scores averaged over the last
         # ``sampling.frames`` steps (the clip's average consensus), or ``sampling.smooth``
@@ -213,10 +217,22 @@ class StreamSession(_Session):
         self.frames = sampling.frames
         self._x_shape = tuple(batch1_shape(runner.frame_input))[1:]
         self._steps = 0  # model steps since the last reset
+        # A ``edgevid.runtime.gating.DeltaGate``: skips the steps whose frame has not changed.
+        self.gate = gate
         self._stream = runner.open_stream()
 
     def _wants(self, index: int) -> bool:
         return index % self.every == 0
+
+    def _gated(self, frame: np.ndarray) -> bool:
+        """True when the gate skips this due step (the stream's states and last scores stay)."""
+        if self.gate is None:
+            return False
+        decision = self.gate.decide(frame)
+        if decision == "reset":  # a long still stretch: the states describe a scene long gone
+            self._stream.reset()
+            self._steps = self._predicted = 0
+        return decision == "skip"
 
     def _consume(self, x: np.ndarray, index: int, preprocess_ms: float) -> Prediction:
         t0 = time.perf_counter()
@@ -232,6 +248,8 @@ class StreamSession(_Session):
         self._stream.reset()
         self._steps = 0
         self._reset_common()
+        if self.gate is not None:
+            self.gate.clear()
 
     def close(self) -> None:
         """Release the backend stream; the session cannot be used afterwards."""
@@ -287,6 +305,10 @@ class ClipSession(_Session):
 
 
 def open_session(runner: Runner, **options: Any) -> StreamSession | ClipSession:
-    """The session that fits the artifact's mode (``topk``, ``smooth``, ``every`` as keywords)."""
+    """The session that fits the artifact's mode (``topk``, ``smooth``, ``every``, ``gate`` as keywords)."""
+    if runner.manifest.mode != "stream" and options.get("gate") is not None:
+        raise EdgevidError(f"{runner.manifest.model} is a clip-mode artifact: frame-delta gating skips stream steps, "
+                           "export with --mode stream to gate (or use --salient K on a recorded video)")
+    options = {k: v for k, v in options.items() if not (k == "gate" and v is None)}
     cls = StreamSession if runner.manifest.mode == "stream" else ClipSession
     return cls(runner, **options)
