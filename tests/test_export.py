@@ -49,8 +49,8 @@ def _marked(name: str, mode: str):
 # The 2D families (frame backbones with per-frame scores); the 3D CNNs have their own sweep in test_zoo3d.py.
 FRAME_MODELS = [c for c in list_models() if c.family in ("tsm", "tsn")]
 ZOO = [_marked(c.name, mode) for c in FRAME_MODELS for mode in (("clip", "stream") if c.can_stream else ("clip",))]
-STREAMING = [pytest.param(c.name, marks=pytest.mark.slow) if c.backbone == "resnet50" and c.name != _DEFAULT_RESNET[0]
-             else c.name for c in FRAME_MODELS if c.can_stream]
+STREAMING = [pytest.param(c.name, marks=pytest.mark.slow) if c.backbone == "resnet50" else c.name
+             for c in FRAME_MODELS if c.can_stream]
 ONLINE_TSM = "tsm-mobilenetv2-online"  # the cheapest streaming model with states
 MBV2_SHIFT_BUFFERS = 10  # the official online demo's 10 buffers (MODELS.md)
 RESNET50_SHIFT_BUFFERS = 3 + 4 + 6 + 3  # one per Bottleneck

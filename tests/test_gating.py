@@ -26,7 +26,7 @@ def still_set(tmp_path_factory) -> list[tuple[Path, str]]:
     from edgevid.data.synth import generate_dataset
 
     root = tmp_path_factory.mktemp("still") / "set"
-    generate_dataset(root, seed=2, videos_per_class=6, frames=16, size=112, val_fraction=0.5, still=STILL, noise=2.0,
+    generate_dataset(root, seed=2, videos_per_class=4, frames=16, size=112, val_fraction=0.5, still=STILL, noise=2.0,
                      progress=False)
     return [(p, p.parent.name) for p in sorted(root.glob("*/*.mp4"))]
 

@@ -19,7 +19,7 @@ import signal
 import socket
 import tempfile
 import threading
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 from edgevid.errors import EdgevidError
@@ -55,16 +55,18 @@ def check_destination(out_dir: str | os.PathLike, force: bool, marker: str = MAN
 def staged_directory(out_dir: str | os.PathLike, force: bool = False, marker: str = MANIFEST_NAME) -> Iterator[Path]:
     """Yield a temp dir to fill; on success it becomes ``out_dir``, on failure it vanishes.
 
-    SIGTERM is handled like Ctrl-C meanwhile (the temp dir and created parents are removed).
+    SIGTERM meanwhile removes the temp dir and created parents and exits with 143 at once.
     An ``OSError`` of a failed write (full disk, read-only) becomes a one-line ``EdgevidError``.
     """
     out = check_destination(out_dir, force, marker)
     created = [p for p in [out.parent, *out.parent.parents] if not p.exists()]
-    with _terminate_as_exit():
+    pending: list[Path] = []  # the temp dir, once made: what SIGTERM removes
+    with _terminate_cleanly(lambda: ([shutil.rmtree(w, ignore_errors=True) for w in pending], _remove_created(created))):
         try:
             out.parent.mkdir(parents=True, exist_ok=True)
             remove_stale(out)
             work = Path(tempfile.mkdtemp(prefix=f".{out.name}.", suffix=".partial", dir=out.parent))
+            pending.append(work)
         except OSError as exc:
             _remove_created(created)
             raise write_error(out, exc) from exc
@@ -128,11 +130,14 @@ def _remove_created(created: list[Path]) -> None:
 
 
 @contextlib.contextmanager
-def _terminate_as_exit() -> Iterator[None]:
-    """While inside, SIGTERM raises ``SystemExit(143)`` so ``finally``/``except`` cleanup runs.
+def _terminate_cleanly(cleanup: Callable[[], object]) -> Iterator[None]:
+    """While inside, SIGTERM runs ``cleanup`` and exits with 128 + 15 at once.
 
-    Installed only from the main thread and only over the default handler (a program with
-    its own SIGTERM handling keeps it); the previous handler is restored on the way out.
+    The handler does not raise into the interrupted code: an exception unwinding out of the
+    middle of torch's exporter or a backend's native call crashed the process now and then
+    (SIGSEGV under load) instead of cleaning up. Installed only from the main thread and only
+    over the default handler (a program with its own SIGTERM handling keeps it, and a nested
+    staging leaves it to the outer one, whose temp dir holds its own); restored on the way out.
     """
     if threading.current_thread() is not threading.main_thread() \
             or signal.getsignal(signal.SIGTERM) is not signal.SIG_DFL:
@@ -141,7 +146,10 @@ def _terminate_as_exit() -> Iterator[None]:
 
     def on_term(signum: int, frame: object) -> None:
         signal.signal(signal.SIGTERM, signal.SIG_IGN)  # a second SIGTERM must not cut the cleanup short
-        raise SystemExit(128 + signum)
+        try:
+            cleanup()
+        finally:
+            os._exit(128 + signum)
 
     signal.signal(signal.SIGTERM, on_term)
     try:

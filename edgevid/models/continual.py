@@ -246,9 +246,9 @@ def to_continual(model: nn.Module, frames: int, size: int = 64) -> nn.Module:
     """Rewrite ``model`` (a ``Clip3DClassifier``) into its causal, streamable form, in place; returns it.
 
     ``frames``: the clip length the model was trained on (sets each window pool's length).
-    The modules' periods and offsets come from probes of the rewritten (causal) network on the
-    meta device: with input length L a multiple of every period, a layer of period P sees L / P
-    frames, and one more once L exceeds that multiple by its offset + 1.
+    The modules' periods come from a probe of the rewritten (causal) network on the meta device:
+    with an input length L that is a multiple of every period, a layer of period P sees L / P
+    frames; its first input arrives at step P - 1.
     """
     net = model.net
     found = {p: m for p, m in net.named_modules() if _is_temporal(m)}
@@ -266,11 +266,12 @@ def to_continual(model: nn.Module, frames: int, size: int = 64) -> nn.Module:
     scheduled = {p: m for p, m in net.named_modules() if isinstance(m, _Scheduled)}
     strides = [_triple(m.stride)[0] for m in net.modules() if isinstance(m, (nn.Conv3d, CoPool3d))]
     base = frames * math.prod(strides)  # a multiple of every period
-    counts = {n: _lengths(net, list(scheduled), n, size)[0] for n in range(base, base + 2 * max(strides, default=1) ** 4)}
+    counts, _ = _lengths(net, list(scheduled), base, size)
     for p, m in scheduled.items():
-        m.period = max(1, base // max(counts[base][p], 1))
-        growth = [d for d in range(1, m.period + 1) if counts[base + d][p] > counts[base][p]]
-        m.offset = growth[0] - 1 if growth else 0
+        m.period = max(1, base // max(counts[p], 1))
+        # Each stride's output comes on its last input: o' = o + P (s - 1), from (P, o) = (1, 0)
+        # that is always P - 1, on every branch alike.
+        m.offset = m.period - 1
     last = list(scheduled.values())[-1]  # the head (or C3D's pool5): nothing after it strides in time
     stride = last.stride[0] if isinstance(last, (CoConv3d, CoPool3d)) else 1
     hold = HoldLast()

@@ -16,7 +16,43 @@ from typing import Any
 
 @functools.cache
 def measure(name: str) -> dict[str, Any]:
-    """``{"params": n, "gmacs_per_clip": x, "gmacs_per_frame": y | None}`` of zoo entry ``name``."""
+    """``{"params": n, "gmacs_per_clip": x, "gmacs_per_frame": y | None}`` of zoo entry ``name``.
+
+    Kept in the user cache (``cost.json``), keyed by the entry's config, edgevid's and torch's
+    versions: `edgevid zoo list` measures each entry once.
+    """
+    import hashlib
+    import json
+
+    import torch
+
+    from edgevid import __version__
+    from edgevid.cache import cache_dir
+    from edgevid.models.registry import get_config
+
+    key = hashlib.sha256(f"{get_config(name)!r}|{__version__}|{torch.__version__}".encode()).hexdigest()[:16]
+    path = cache_dir() / "cost.json"
+    try:
+        cached = json.loads(path.read_text()).get(f"{name}:{key}")
+    except (OSError, ValueError, AttributeError):
+        cached = None
+    if isinstance(cached, dict):
+        return cached
+    result = _measure(name)
+    try:
+        from edgevid.manifest import atomic_write_text
+
+        data = json.loads(path.read_text()) if path.is_file() else {}
+        data[f"{name}:{key}"] = result
+        path.parent.mkdir(parents=True, exist_ok=True)
+        atomic_write_text(path, json.dumps(data, indent=1, sort_keys=True) + "\n")
+    except Exception:  # noqa: BLE001 - the cache only saves time
+        pass
+    return result
+
+
+def _measure(name: str) -> dict[str, Any]:
+    """Build ``name`` on the meta device and count its multiply-accumulates (see the module docstring)."""
     import torch
     from torch.utils.flop_counter import FlopCounterMode
 
