@@ -103,11 +103,45 @@ def ort_profile(path: str, feeds_like: str, steps: int = 30) -> dict[str, float]
         for _ in range(steps):
             session.run(None, feeds)
         trace = json.loads(Path(session.end_profiling()).read_text())
+    kinds = _conv_kinds(path)
     per_op: dict[str, float] = defaultdict(float)
     for event in trace:
         if event.get("cat") == "Node" and event.get("name", "").endswith("_kernel_time"):
-            per_op[event["args"]["op_name"]] += event["dur"] / steps
+            op = event["args"]["op_name"]
+            # ORT keeps the graph's node name, adding "_token_N" where it rewrote the node (QDQ fusion, NHWC)
+            node = event["name"][: -len("_kernel_time")].split("_token_")[0]
+            kind = kinds.get(node) or _kind_from_shapes(event["args"])
+            per_op[f"{op} ({kind})" if "Conv" in op else op] += event["dur"] / steps
     return dict(sorted(per_op.items(), key=lambda kv: -kv[1]))
+
+
+def _kind_from_shapes(args: dict) -> str:
+    """For float Convs ORT renamed (NCHWc layout): the weight shape its profiler records as input 1."""
+    shapes = [next(iter(d.values())) for d in args.get("input_type_shape", [])]
+    if len(shapes) < 2 or len(shapes[1]) != 4:
+        return "?"
+    return _kind(shapes[1])
+
+
+def _kind(weight_shape: list[int]) -> str:
+    _, cin_per_group, kh, kw = weight_shape
+    return "1x1" if kh == kw == 1 else ("depthwise" if cin_per_group == 1 else f"{kh}x{kw}")
+
+
+def _conv_kinds(path: str) -> dict[str, str]:
+    """Conv node name -> depthwise / 1x1 / kxk, from its weight (behind a DequantizeLinear in a QDQ graph)."""
+    import onnx
+
+    graph = onnx.load(path).graph
+    shapes = {init.name: list(init.dims) for init in graph.initializer}
+    for node in graph.node:
+        if node.op_type == "DequantizeLinear" and node.input[0] in shapes:
+            shapes[node.output[0]] = shapes[node.input[0]]
+    kinds = {}
+    for node in graph.node:
+        if node.op_type == "Conv" and len(shapes.get(node.input[1], [])) == 4:
+            kinds[node.name] = _kind(shapes[node.input[1]])
+    return kinds
 
 
 def ov_profile(path: str, hint: str | None, clip: bool, steps: int = 30) -> dict[str, float]:
@@ -140,7 +174,7 @@ def ov_profile(path: str, hint: str | None, clip: bool, steps: int = 30) -> dict
     return dict(sorted(per.items(), key=lambda kv: -kv[1]))
 
 
-def _table(title: str, profile: dict[str, float], top: int = 10) -> list[str]:
+def _table(title: str, profile: dict[str, float], top: int = 12) -> list[str]:
     total = sum(profile.values()) or 1.0
     lines = [title, f"  {'layer [kernel]':<58} {'us/call':>9} {'share':>7}"]
     for name, us in list(profile.items())[:top]:

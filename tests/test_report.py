@@ -211,8 +211,11 @@ def test_report_ctrl_c_keeps_the_finished_rows(small, tmp_path):
     cached = sorted(p.name for p in cache.iterdir())
     out = tmp_path / "partial"
     argv = _report_argv(data, cache, out, "--rounds", "100000", "--block", "5")
+    # SIGINT back to its default in the child: a test run started in the background by a shell
+    # without job control inherits SIGINT ignored, and Python keeps an inherited SIG_IGN (no Ctrl-C).
     proc = subprocess.Popen([sys.executable, "-m", "edgevid.cli", *argv], stderr=subprocess.PIPE, text=True,
-                            stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, env={**os.environ, "PYTHONUNBUFFERED": "1"})
+                            stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, env={**os.environ, "PYTHONUNBUFFERED": "1"},
+                            preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
     err = []
     try:
         for line in proc.stderr:  # cached artifacts: a few seconds to get here
@@ -259,6 +262,11 @@ def test_findings_are_computed_from_the_numbers():
     assert "INT8 on OpenVINO (stream) is 1.7x faster than FP32 with 0.3 points lower top-1 (90.9% vs 91.2%)." in text
     assert any("re-running the clip model 20.40 ms (6.0x more)" in s for s in text)
     assert any(s.startswith("Fastest: openvino stream int8, median 2.00 ms") for s in text)
+    assert not any("too short" in s for s in text)
+    rows[2]["accuracy"]["no_prediction"] = 4  # videos shorter than one clip: their scores are uniform
+    text = findings({"complete": True, "rows": rows, "skipped": []})
+    assert "4 of 10 videos are too short for any prediction of openvino clip fp32: they count as uniform " \
+           "scores (chance) in its accuracy." in text
 
 
 def test_report_has_gating_and_salient_rows_measured_on_still_stretches(report, small):

@@ -309,6 +309,7 @@ def test_eval_with_classes_other_than_the_checkpoints(resumed: dict[str, Path], 
     (["--epochs", "0"], "--epochs must be at least 1"),
     (["--lr", "0"], "--lr must be > 0"),
     (["--model", "nope"], "unknown model 'nope'"),
+    (["--model", "x3d-xs"], "--width-mult applies to the 2D-backbone families"),  # TINY_ARGS has --width 0.25
 ])
 def test_train_refuses_bad_options(tiny: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str],
                                    extra: list[str], message: str) -> None:

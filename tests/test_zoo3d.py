@@ -276,4 +276,5 @@ def test_a_3d_model_gets_report_rows(tmp_path, capsys):
     validate(report, "report")
     assert [r["variant"] for r in report["rows"]] == ["torch/clip/fp32", "onnxruntime/clip/fp32"]
     assert report["rows"][1]["agreement"]["prediction_top1"] == 1.0 and report["rows"][1]["latency_ms"]["count"] == 6
-    assert any("has no streaming form" in s["reason"] for s in report["skipped"])
+    assert any("its causal twin streams: edgevid report --model mc3-18-online" in s["reason"]
+               for s in report["skipped"])

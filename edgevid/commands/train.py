@@ -11,12 +11,14 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     """Register `train`."""
     p = sub.add_parser(
         "train", help="fine-tune a zoo model on a video dataset",
-        description="Fine-tune a zoo model (offline or online TSM, TSN) on a dataset folder: class folders "
-        "(DIR/<class>/*.mp4) or annotation lists (DIR/train.txt, DIR/val.txt: 'path label' per line). "
+        description="Fine-tune a zoo model (TSM, TSN, the 3D CNNs and their -online streaming forms, LRCN) "
+        "on a dataset folder: class folders (DIR/<class>/*.mp4) or annotation lists (DIR/train.txt, "
+        "DIR/val.txt: 'path label' per line). "
         "Evaluates on the val split every epoch, keeps the best checkpoint at -o, and the latest "
         "epoch at <-o>.last for --resume.",
     )
-    p.add_argument("--model", required=True, help="zoo name, e.g. tsm (online TSM MobileNetV2) or tsn-mobilenetv2")
+    p.add_argument("--model", required=True,
+                   help="zoo name, e.g. tsm (online TSM MobileNetV2), tsn-mobilenetv2, x3d-xs-online")
     p.add_argument("--data", required=True, help="dataset folder (see `edgevid data synth`)")
     # `--out` (the old name) still works: argparse accepts it as an abbreviation of --output.
     p.add_argument("-o", "--output", required=True, metavar="OUT.pt", help="where to write the best checkpoint")
@@ -27,7 +29,7 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--size", type=int, default=112, help="input crop size (default: %(default)s, CPU-friendly)")
     p.add_argument("--frames", type=int, default=8, help="frames per clip (default: %(default)s)")
     p.add_argument("--width-mult", "--width", type=float, dest="width_mult", metavar="W",
-                   help="MobileNetV2 width multiplier (default: 1.0)")
+                   help="MobileNetV2 width multiplier (default: 1.0; TSM, TSN, LRCN only)")
     p.add_argument("--sampling", choices=("segment", "dense"), default="segment",
                    help="TSN segments (default) or dense consecutive frames")
     p.add_argument("--workers", type=int, default=1, help="data loading processes (default: %(default)s)")

@@ -21,6 +21,9 @@ _FROM_CHECKPOINT: dict[str, tuple[type, float, float]] = {
 }
 
 
+_WIDTH_FAMILIES = ("tsm", "tsn", "lrcn")
+
+
 class LabelsWarning(EdgevidWarning):
     """A checkpoint's label list does not fit its classifier: generic names are used."""
 
@@ -68,6 +71,10 @@ def build_model(name: str | ModelConfig, checkpoint: str | os.PathLike | None = 
     from edgevid.models import weights
 
     config = name if isinstance(name, ModelConfig) else get_config(name)
+    width = overrides.get("width_mult")
+    if width is not None and width != 1.0 and config.family not in _WIDTH_FAMILIES:
+        # The 3D networks have no width multiplier: ignoring it would train a full-width model silently.
+        raise EdgevidError(f"--width-mult applies to the 2D-backbone families (TSM, TSN, LRCN), not {config.name}")
     config = replace(config, **{k: v for k, v in overrides.items() if v is not None})
     labels: list[str] = []
     state = None

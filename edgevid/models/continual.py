@@ -50,8 +50,17 @@ def _causal(x: torch.Tensor, kernel: int, stride: int) -> torch.Tensor:
     """``x`` with K - s zero frames in front (or s - K frames cut off): outputs end on each stride's last input."""
     extra = kernel - stride
     if extra > 0:
-        return F.pad(x, (0, 0, 0, 0, extra, 0))
+        return _zeros_in_front(x, extra)
     return x[:, :, -extra:] if extra < 0 else x
+
+
+def _zeros_in_front(x: torch.Tensor, frames: int) -> torch.Tensor:
+    """``x`` (N, C, T, H, W) with ``frames`` zero frames before it.
+
+    Concat, not F.pad: the exporter writes Pad-18 (axes input), which ONNX's version converter
+    cannot lower to the opset 17 the export ships.
+    """
+    return torch.cat([torch.zeros_like(x[:, :, :1]).repeat(1, 1, frames, 1, 1), x], dim=2)
 
 
 class _Scheduled(StatefulModule):
@@ -168,7 +177,7 @@ class CoWindowPool(_Scheduled):
         means = x.mean(dim=(3, 4), keepdim=True)  # (N, C, T, 1, 1)
         w = self.window
         if not self.streaming:
-            padded = F.pad(means, (0, 0, 0, 0, w - 1, 0))  # zeros in front count: the stream's zero state
+            padded = _zeros_in_front(means, w - 1) if w > 1 else means  # zeros count: the stream's zero state
             if self.last_only:
                 return padded[:, :, -w:].sum(dim=2, keepdim=True) / w
             return F.avg_pool3d(padded, (w, 1, 1), 1)

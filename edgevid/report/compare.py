@@ -59,6 +59,17 @@ def quick_options(opts: ReportOptions) -> ReportOptions:
     return opts
 
 
+def _no_stream_reason(model: str) -> str:
+    """Why a clip model has no stream rows, naming its causal streaming twin where the zoo has one."""
+    from edgevid.models import list_models
+
+    twin = f"{model}-online"
+    if any(c.name == twin for c in list_models()):
+        return (f"{model} is a clip model (symmetric temporal padding); its causal twin streams: "
+                f"edgevid report --model {twin} (same checkpoints)")
+    return f"{model} has no streaming form (a clip model)"
+
+
 def plan(opts: ReportOptions, gpu: dict[str, Any], can_stream: bool = True) -> tuple[list[Variant], list[dict[str, Any]]]:
     """The variants to measure and the ones skipped (with the reason)."""
     variants, skipped = [], []
@@ -67,8 +78,7 @@ def plan(opts: ReportOptions, gpu: dict[str, Any], can_stream: bool = True) -> t
             for backend in opts.backends:
                 v = Variant(backend, mode, precision)
                 if mode == "stream" and not can_stream:
-                    skipped.append({"variant": v.name, "label": v.label,
-                                    "reason": f"{opts.model} has no streaming form (a clip model)"})
+                    skipped.append({"variant": v.name, "label": v.label, "reason": _no_stream_reason(opts.model)})
                 elif backend == "tensorrt" and not gpu.get("available"):
                     skipped.append({"variant": v.name, "label": v.label, "reason": gpu.get("reason", "no GPU")})
                 else:

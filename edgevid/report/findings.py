@@ -55,6 +55,12 @@ def findings(report: dict[str, Any]) -> list[str]:
             out.append(f"Streaming saving on {BACKEND_LABELS[r['backend']]} {r['precision'].upper()}: a stream step "
                        f"costs {r['latency_ms']['p50']:.2f} ms per new frame, re-running the clip model "
                        f"{clip['latency_ms']['p50']:.2f} ms ({ratio:.1f}x more).")
+    short = [r for r in rows if r["accuracy"].get("no_prediction")]
+    if short:  # counted as uniform scores, so their accuracy is chance: say so, never hide it in a top-1
+        most = max(short, key=lambda r: r["accuracy"]["no_prediction"])
+        out.append(f"{most['accuracy']['no_prediction']} of {most['accuracy']['videos']} videos are too short for "
+                   f"any prediction of {most['label']}" + (f" and {len(short) - 1} more variants" if len(short) > 1 else "")
+                   + ": they count as uniform scores (chance) in its accuracy.")
     if rows:
         best, worst = max(rows, key=lambda r: r["accuracy"]["top1"]), min(rows, key=lambda r: r["accuracy"]["top1"])
         n = rows[0]["accuracy"]["videos"]
