@@ -30,7 +30,9 @@ def build_online(config: ModelConfig):
 for _name in ONLINE:
     _base = _REGISTRY[_name]  # registered by the families imported before this module
     register(replace(
+        # max_frames=None: the causal model answers for its last window, so a clip of any length
+        # past the minimum fits even a fixed-size classifier (C3D's fc6 takes 16-31 frames as a clip).
         _base, name=f"{_name}-online", builder="edgevid.models.online3d:build_online", can_stream=True,
-        stream_smooth=1, weights=(),
+        stream_smooth=1, weights=(), max_frames=None,
         description=f"{_name}, causal: streams frame by frame with its temporal states as explicit I/O "
                     "(Continual 3D CNNs, Hedegaard & Iosifidis 2022)"))
