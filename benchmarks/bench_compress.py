@@ -100,13 +100,8 @@ def prune_checkpoint(checkpoint: Path, out: Path) -> tuple[Path, dict]:
     return out, report
 
 
-def quantized_models(fp32: Path, checkpoint: Path, work: Path) -> dict[str, object]:
-    """naive NNCF, edgevid ORT / OpenVINO recipes (ONNX paths) and NNCF's OpenVINO-native model."""
-    import nncf
-    import onnx
-    import openvino as ov
-
-    from edgevid.compress import quantize as q
+def stream_calibration(fp32: Path, checkpoint: Path):
+    """Calibration samples for the stream export ``fp32``: real clips, states recorded from torch FP32."""
     from edgevid.compress.calibration import load_clips, stream_samples
     from edgevid.manifest import Manifest
     from edgevid.models import build_model
@@ -114,7 +109,20 @@ def quantized_models(fp32: Path, checkpoint: Path, work: Path) -> dict[str, obje
 
     manifest = Manifest.load(fp32)
     streaming = to_streaming(build_model(MODEL, checkpoint=checkpoint).eval()).eval()
-    calib = stream_samples(streaming, manifest.states, load_clips(None, "train", manifest.preprocess, 8, CALIB_CLIPS))
+    return stream_samples(streaming, manifest.states, load_clips(None, "train", manifest.preprocess, 8, CALIB_CLIPS))
+
+
+def quantized_models(fp32: Path, checkpoint: Path, work: Path) -> dict[str, object]:
+    """naive NNCF, edgevid ORT / OpenVINO recipes (ONNX paths) and NNCF's OpenVINO-native model."""
+    import nncf
+    import onnx
+    import openvino as ov
+
+    from edgevid.compress import quantize as q
+    from edgevid.manifest import Manifest
+
+    manifest = Manifest.load(fp32)
+    calib = stream_calibration(fp32, checkpoint)
     out: dict[str, object] = {}
     naive = work / "int8_naive.onnx"
     if not naive.is_file():
@@ -127,7 +135,7 @@ def quantized_models(fp32: Path, checkpoint: Path, work: Path) -> dict[str, obje
         path = work / f"int8_{target}.onnx"
         if not path.is_file():
             log(f"  quantizing: edgevid recipe for {target} ...")
-            q.quantize_onnx(fp32 / "model.onnx", calib, target=target, out_path=path)
+            q.quantize_onnx(fp32 / "model.onnx", calib, target=target, states=manifest.states, out_path=path)
         out[target] = path
     native = work / "int8_ov_native.xml"
     if not native.is_file():
@@ -137,6 +145,15 @@ def quantized_models(fp32: Path, checkpoint: Path, work: Path) -> dict[str, obje
         ov.save_model(q.quantize_openvino(model, calib), str(native), compress_to_fp16=False)
     out["ov_native"] = native
     return out
+
+
+def example_feed(arg, rng: np.random.Generator) -> np.ndarray:
+    """A batch-1 value for an ORT input: float noise, or for the integer states of an INT8 ONNX
+    Runtime model (uint8 around their zero point) integers."""
+    shape = [1, *[d if isinstance(d, int) else 1 for d in arg.shape[1:]]]
+    if arg.type == "tensor(uint8)":
+        return rng.integers(100, 156, shape).astype(np.uint8)
+    return rng.standard_normal(shape).astype(np.float32)
 
 
 def ort_stepper(path: Path, threads: int) -> Callable[[], None]:
@@ -155,8 +172,7 @@ def ort_stepper(path: Path, threads: int) -> Callable[[], None]:
     binding = session.io_binding()
     rng = np.random.default_rng(0)
     for arg in session.get_inputs():
-        shape = [1, *arg.shape[1:]]
-        binding.bind_ortvalue_input(arg.name, ort.OrtValue.ortvalue_from_numpy(rng.standard_normal(shape).astype(np.float32)))
+        binding.bind_ortvalue_input(arg.name, ort.OrtValue.ortvalue_from_numpy(example_feed(arg, rng)))
     for arg in session.get_outputs():
         binding.bind_output(arg.name)
     session.run_with_iobinding(binding)

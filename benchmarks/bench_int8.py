@@ -5,7 +5,8 @@ models of ``bench_compress.py`` (edgevid's INT8 recipe per backend) plus the cli
 Every variant is timed interleaved with the others in one process, 2 threads, each backend as a
 user gets it by default:
 
-- ONNX Runtime: FP32 and INT8 (its default: ORT_ENABLE_ALL graph optimisation);
+- ONNX Runtime: FP32 and INT8 (its default: ORT_ENABLE_ALL graph optimisation), and INT8 by
+  edgevid's previous recipe (float NCHW states, 3-channel stem) for before/after rows;
 - OpenVINO: FP32 with the CPU plugin's default precision (bf16 on AVX512-BF16 / AMX CPUs),
   FP32 at strict f32, INT8 with the plugin's default for the layers left in float (bf16
   where the CPU has it), INT8 at f32.
@@ -37,6 +38,26 @@ import bench_compress as bc  # noqa: E402 - the models and steppers are shared
 THREADS = 2
 
 
+def previous_recipe(src: Path, samples, out: Path) -> str:
+    """edgevid's ONNX Runtime recipe as it was before its last two rewrites (float NCHW states at
+    the graph boundary, the 3-channel stem as is): the "before" rows, from the same NNCF run settings."""
+    from dataclasses import replace
+
+    import nncf
+    import onnx
+
+    from edgevid.compress import quantize as q
+
+    if not out.is_file():
+        recipe = replace(q.recipe_for("onnxruntime"), integer_states=False, pad_channels=False)
+        proto = onnx.load(str(src))
+        with q._quiet():
+            model = nncf.quantize(proto, nncf.Dataset(samples.samples), **q._nncf_args(nncf, proto, samples, recipe, ()))
+        q.finalize(model, recipe)
+        onnx.save(model, str(out))
+    return str(out)
+
+
 def prepare_clip(work: Path) -> dict[str, str]:
     """Clip-mode FP32 (ONNX + IR) and edgevid INT8 per backend, from the same checkpoint."""
     from edgevid.compress import quantize as q
@@ -57,6 +78,7 @@ def prepare_clip(work: Path) -> dict[str, str]:
         if not path.is_file():
             q.quantize_onnx(out / "model.onnx", samples, target=target, out_path=path)
         paths[target] = str(path)
+    paths["onnxruntime_previous"] = previous_recipe(out / "model.onnx", samples, work / "clip_int8_ort_previous.onnx")
     return paths
 
 
@@ -98,8 +120,7 @@ def ort_profile(path: str, feeds_like: str, steps: int = 30) -> dict[str, float]
         opts.profile_file_prefix = str(Path(tmp) / "ort")
         session = ort.InferenceSession(path, opts, providers=["CPUExecutionProvider"])
         rng = np.random.default_rng(0)
-        feeds = {a.name: rng.standard_normal([1 if isinstance(d, str) or d is None else d for d in a.shape])
-                 .astype(np.float32) for a in session.get_inputs()}
+        feeds = {a.name: bc.example_feed(a, rng) for a in session.get_inputs()}
         for _ in range(steps):
             session.run(None, feeds)
         trace = json.loads(Path(session.end_profiling()).read_text())
@@ -195,7 +216,9 @@ def main(argv: list[str] | None = None) -> int:
     work.mkdir(parents=True, exist_ok=True)
     if args.prepare_only:
         bc.prepare(work)
-        (work / "clip_paths.json").write_text(json.dumps(prepare_clip(work)))
+        stream_previous = previous_recipe(work / "fp32" / "model.onnx", bc.stream_calibration(work / "fp32", bc.make_checkpoint(work)),
+                                          work / "int8_ort_previous.onnx")
+        (work / "clip_paths.json").write_text(json.dumps({**prepare_clip(work), "stream_previous": stream_previous}))
         return 0
     print(f"preparing models in {work} (a child process: NNCF leaves thread pools behind) ...", file=sys.stderr)
     subprocess.run([sys.executable, __file__, "--prepare-only", "--work", str(work), "--size", str(bc.SIZE)],
@@ -208,12 +231,14 @@ def main(argv: list[str] | None = None) -> int:
     started = time.perf_counter()
     ms = bc.measure({
         "stream ort fp32": bc.ort_stepper(fp32 / "model.onnx", t), "stream ort int8": bc.ort_stepper(int8["onnxruntime"], t),
+        "stream ort int8 previous": bc.ort_stepper(Path(clip["stream_previous"]), t),
         "stream ov fp32 default": bc.ov_stepper(fp32 / "model.xml", t, None),
         "stream ov fp32 f32": bc.ov_stepper(fp32 / "model.xml", t, "f32"),
         "stream ov int8 default": bc.ov_stepper(int8["openvino"], t, None),
         "stream ov int8 f32": bc.ov_stepper(int8["openvino"], t, "f32"),
         "clip ort fp32": ort_clip(str(Path(clip["fp32"]) / "model.onnx"), t),
         "clip ort int8": ort_clip(clip["onnxruntime"], t),
+        "clip ort int8 previous": ort_clip(clip["onnxruntime_previous"], t),
         "clip ov fp32 default": ov_clip(str(Path(clip["fp32"]) / "model.xml"), t, None),
         "clip ov fp32 f32": ov_clip(str(Path(clip["fp32"]) / "model.xml"), t, "f32"),
         "clip ov int8 default": ov_clip(clip["openvino"], t, None),
@@ -223,6 +248,7 @@ def main(argv: list[str] | None = None) -> int:
     for mode in ("stream", "clip"):
         ratios[mode] = {
             "ort int8 / ort default float": ms[f"{mode} ort int8"] / ms[f"{mode} ort fp32"],
+            "ort int8 previous recipe / ort default float": ms[f"{mode} ort int8 previous"] / ms[f"{mode} ort fp32"],
             "ov int8 (default) / ov default float": ms[f"{mode} ov int8 default"] / ms[f"{mode} ov fp32 default"],
             "ov int8 (f32 rest) / ov default float": ms[f"{mode} ov int8 f32"] / ms[f"{mode} ov fp32 default"],
             "ov int8 (default) / ov strict f32": ms[f"{mode} ov int8 default"] / ms[f"{mode} ov fp32 f32"],
@@ -236,6 +262,7 @@ def main(argv: list[str] | None = None) -> int:
         lines += [f"{mode}:"] + [f"  {k:<40} {v:6.2f}" for k, v in r.items()] + [""]
     profiles = {
         "ort fp32 (stream)": ort_profile(str(fp32 / "model.onnx"), "stream"),
+        "ort int8 previous recipe (stream)": ort_profile(clip["stream_previous"], "stream"),
         "ort int8 (stream)": ort_profile(str(int8["onnxruntime"]), "stream"),
         "ov fp32 default (stream)": ov_profile(str(fp32 / "model.xml"), None, clip=False),
         "ov int8 default (stream)": ov_profile(str(int8["openvino"]), None, clip=False),

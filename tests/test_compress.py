@@ -224,6 +224,90 @@ def test_int8_onnxruntime_graph_runs_every_conv_add_and_concat_as_integer_kernel
     assert report["quantize_nodes"] <= len(states) + 2
 
 
+def test_integer_states_are_the_graphs_own_integers_and_change_no_logit(int8_ort, states, calib_clips, tmp_path):
+    """ORT recipe: states carried as the quantized integers, channels last; bit-identical logits, no glue left."""
+    from edgevid.compress import qdq
+    from edgevid.compress.evaluate import predict
+    from edgevid.compress.quantize import QuantizationResult, recipe_for, with_integer_states
+    from edgevid.runtime.crosscheck import decode_states, onnxruntime_runner, run_stream
+
+    float_states = int8_ort.model  # quantized without ``states``: float NCHW states at the graph boundary
+    result = with_integer_states(QuantizationResult(onnx.ModelProto.FromString(float_states.SerializeToString()), {}),
+                                 recipe_for("onnxruntime"), states)
+    encodings = result.info["integer_states"]
+    assert list(encodings) == [s.path for s in states]  # every shift state rewritten
+    for old, new in zip(states, result.states):
+        n, c, h, w = old.shape
+        assert new.shape == [n, h, w, c] and new.dtype == "uint8" and new.init == encodings[old.path]["zero_point"]
+    clips = calib_clips.graph_clips[:2]
+    a, b = predict(float_states, clips, "stream", states), predict(result.model, clips, "stream", result.states)
+    np.testing.assert_array_equal(a.frame_logits, b.frame_logits)
+    # the states decode to exactly the float tensors the float-state graph returns
+    onnx.save(float_states, str(tmp_path / "f.onnx"))
+    onnx.save(result.model, str(tmp_path / "i.onnx"))
+    got = run_stream(onnxruntime_runner(tmp_path / "i.onnx"), result.states, clips, None)
+    want = run_stream(onnxruntime_runner(tmp_path / "f.onnx"), states, clips, None)
+    for g, w in zip(got, want):
+        decoded = decode_states(g, result.states, encodings)
+        for s in states:
+            np.testing.assert_allclose(decoded[s.output], w[s.output], rtol=0, atol=1e-6)
+    # what ORT runs by default: the 3 Transposes and the Q/DQ pair of every shift are gone
+    before, after = qdq.fusion_report(float_states, level="all"), qdq.fusion_report(result.model, level="all")
+    assert before["transpose_nodes"] >= 3 * len(states) and after["transpose_nodes"] <= 2, (before, after)
+    assert after["quantize_nodes"] + after["dequantize_nodes"] <= before["quantize_nodes"] + before["dequantize_nodes"] \
+        - 2 * len(states)
+    assert after["integer_ops"] == before["integer_ops"]
+
+
+def test_int8_onnxruntime_stream_export_carries_integer_states_end_to_end(checkpoint, data, tmp_path):
+    """Export records the states as the graph has them, validates them decoded, and the runtime steps them."""
+    from edgevid.compress.calibration import load_clips
+    from edgevid.compress.evaluate import predict
+    from edgevid.manifest import Manifest
+    from edgevid.pipeline import export
+
+    out = tmp_path / "int8"
+    export("tsm", out, checkpoint=checkpoint, target="onnxruntime", precision="int8", calib=data, calib_size=2,
+           progress=False)
+    manifest = Manifest.load(out)
+    encodings = manifest.build["int8"]["integer_states"]
+    assert [s.path for s in manifest.states] == list(encodings)
+    assert all(s.dtype == "uint8" and s.init == encodings[s.path]["zero_point"] for s in manifest.states)
+    check = manifest.validation["onnxruntime"]
+    assert check["passed"] and check["compared"] > 0  # states decoded and compared with torch at every step
+    clips = load_clips(data, "val", manifest.preprocess, FRAMES, 2).graph_clips
+    want = predict(out / "model.onnx", clips, "stream", manifest.states).frame_logits
+    got = _stream_logits(out, "onnxruntime", clips)
+    np.testing.assert_allclose(got, want, rtol=0, atol=1e-5)
+
+
+def test_narrow_conv_inputs_are_padded_exactly_for_onnx_runtime(fp32_export, int8_ort, streaming, states, calib_clips):
+    """The 3-channel stem gets a zero 4th channel (MLAS's symmetric int8 conv needs multiples of 4): same logits."""
+    from onnx import numpy_helper
+
+    from edgevid.compress import qdq
+    from edgevid.compress.calibration import stream_samples
+    from edgevid.compress.evaluate import predict
+    from edgevid.compress.quantize import quantize_onnx
+
+    def stem_weight(model):  # the int8 weight of the graph's first conv
+        inits = {i.name: i for i in model.graph.initializer}
+        producer = {o: n for n in model.graph.node for o in n.output}
+        conv = next(n for n in model.graph.node if n.op_type == "Conv")
+        return numpy_helper.to_array(inits[producer[conv.input[1]].input[0]])
+
+    assert stem_weight(int8_ort.model).shape[1] == 4 and int8_ort.info["qdq_rewrites"]["padded_conv_inputs"] == 1
+    # the same rewrite on an unpadded graph (the TensorRT recipe does not pad) changes no logit
+    plain = quantize_onnx(fp32_export / "model.onnx", stream_samples(streaming, states, calib_clips.head(2)),
+                          target="tensorrt").model
+    padded = onnx.ModelProto.FromString(plain.SerializeToString())
+    assert stem_weight(plain).shape[1] == 3 and qdq.pad_narrow_conv_inputs(padded) == 1
+    assert stem_weight(padded).shape[1] == 4 and not stem_weight(padded)[:, 3].any()
+    clips = calib_clips.graph_clips[:2]
+    np.testing.assert_array_equal(predict(plain, clips, "stream", states).frame_logits,
+                                  predict(padded, clips, "stream", states).frame_logits)
+
+
 def test_tensorrt_int8_is_symmetric_signed_int8(fp32_export, streaming, states, calib_clips):
     from onnx import numpy_helper
 

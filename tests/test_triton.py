@@ -114,6 +114,33 @@ def test_production_config_parses_and_its_states_are_the_manifests(runtime_strea
     np.testing.assert_allclose(np.concatenate(got), _local_steps(runtime_stream_artifact, frames), atol=1e-5, rtol=0)
 
 
+def test_production_non_zero_initial_states_are_data_files(runtime_stream_artifact, tmp_path):
+    """An INT8 ONNX Runtime export starts its integer states at the zero point: Triton gets them as files."""
+    import shutil
+    from dataclasses import replace
+
+    from google.protobuf import text_format
+    from tritonclient.grpc import model_config_pb2
+
+    from edgevid.export.triton import INITIAL_STATE_DIR, write_repository
+    from edgevid.manifest import Manifest
+
+    artifact = tmp_path / "artifact"
+    shutil.copytree(runtime_stream_artifact, artifact)
+    manifest = Manifest.load(artifact)
+    manifest.states[1] = replace(manifest.states[1], init=0.25)
+    manifest.save(artifact)
+    write_repository(artifact, tmp_path / "repo", flavour="production", name="tsm")
+    model = tmp_path / "repo" / "tsm"
+    config = text_format.Parse((model / "config.pbtxt").read_text(), model_config_pb2.ModelConfig())
+    initial = [s.initial_state[0] for s in config.sequence_batching.state]
+    assert [i.zero_data for i in initial] == [i != 1 for i in range(len(manifest.states))]
+    assert initial[1].data_file == "state1.bin" and sorted(p.name for p in (model / INITIAL_STATE_DIR).iterdir()) \
+        == ["state1.bin"]
+    data = np.frombuffer((model / INITIAL_STATE_DIR / "state1.bin").read_bytes(), np.float32)
+    assert data.size == int(np.prod(manifest.states[1].shape[1:])) and np.all(data == 0.25)
+
+
 def test_repository_bad_input(runtime_stream_artifact, runtime_clip_artifact, tmp_path):
     from edgevid.export.triton import write_repository
 

@@ -120,9 +120,13 @@ def summary(manifest, out: Path) -> str:
     for t in manifest.outputs:
         lines.append(f"  output  {t.name:<10} {_shape(t.shape):<24} {t.dtype}")
     if manifest.states:
+        from edgevid.runtime.crosscheck import state_encodings
+
         shapes = list(dict.fromkeys(_shape(s.shape) for s in manifest.states))  # distinct, in order
-        lines.append(f"  states  {len(manifest.states)} pairs state_in.* -> state_out.* (batch-1 shapes "
-                     f"{', '.join(shapes[:4])}{', ...' if len(shapes) > 4 else ''})")
+        dtypes = "/".join(dict.fromkeys(s.dtype for s in manifest.states))
+        integer = " NHWC, decoded by build.int8.integer_states" if state_encodings(manifest) else ""
+        lines.append(f"  states  {len(manifest.states)} pairs state_in.* -> state_out.* ({dtypes}{integer}; batch-1 "
+                     f"shapes {', '.join(shapes[:4])}{', ...' if len(shapes) > 4 else ''})")
     build = manifest.build
     lines.append(f"  opset {build.get('opset')}, batch {build.get('batch')}, {len(manifest.labels)} classes, "
                  f"weights: {manifest.provenance.get('weights')}")

@@ -32,6 +32,7 @@ class Int8Result:
     model: onnx.ModelProto
     info: dict[str, Any]
     validation_inputs: Any
+    states: list[StatePair] | None = None  # the INT8 graph's states where the recipe changed them
 
 
 def check_int8_options(precision: str, calib: str | os.PathLike | None, calib_size: int | None,
@@ -91,15 +92,16 @@ def quantize_for_export(proto: onnx.ModelProto, *, streaming: Any, states: list[
         result = quantize_with_accuracy_control(proto, samples, val, mode=mode, states=states, target=target,
                                                 max_drop=max_accuracy_drop)
     else:
-        result = quantize_onnx(proto, samples, target=target)
+        result = quantize_onnx(proto, samples, target=target, states=states if mode == "stream" else ())
     check(result.model)
     info = result.info
+    int8_states = result.states if result.states is not None else states
     if measure:
         fp32 = predict(proto, val.graph_clips, mode, states)
-        int8 = predict(result.model, val.graph_clips, mode, states)
+        int8 = predict(result.model, val.graph_clips, mode, int8_states)
         info["accuracy"] = {"clips": val.source, "fp32_top1": fp32.top1(val.labels),
                             "int8_top1": int8.top1(val.labels), **agreement(fp32, int8)}
     held_out = val.head(VALIDATION_CLIPS)
     inputs = ValidationInputs(held_out.torch_clips, held_out.graph_clips, f"held-out {held_out.source}")
-    return Int8Result(result.model, info, inputs)
+    return Int8Result(result.model, info, inputs, result.states)
 

@@ -14,6 +14,13 @@ What made INT8 slower than FP32, and the per-target recipe that fixes it
   Concat ignored by NNCF so each shift's quantizer stays on the conv input, the state taps
   routed through the residual quantizer, and one activation integer type (uint8). With
   them every conv, add and concat is an integer kernel: 2.3 ms, 1.8x faster than FP32.
+  Then, with every conv an integer kernel, ORT's profiler showed the glue around the shift
+  (Transposes, Q/DQ of float states) and the 3-channel stem (off MLAS's fast int8 conv) as
+  what kept the stream step above half the FP32 time: stream exports for ONNX Runtime carry
+  their states as the graph's uint8 tensors in NHWC (``integer_states``; the manifest's
+  ``build.int8.integer_states`` says how to decode them) and the stem gets a zero 4th input
+  channel (``pad_channels``). Stream INT8 / FP32 at 2 threads, 224 px, over six runs on a
+  shared 2-core EPYC: 0.56-0.64 before, 0.53-0.59 after (README, "INT8: where the time goes").
 - OpenVINO: an FP32 IR on this CPU runs in **bf16** unless told otherwise (the CPU
   plugin's default ``INFERENCE_PRECISION_HINT`` on AVX512-BF16/AMX hardware), which is
   already 1.9x faster than true f32 (2.4 vs 4.6 ms), so "INT8 vs FP32" there is INT8 vs
@@ -81,6 +88,11 @@ class Recipe:
     # TSM (132 val clips, stream mode), mean |logit error| vs FP32 / per-frame top-1 agreement:
     # default 0.48 / 96.0%, MINMAX 0.163 / 97.9%, HISTOGRAM 0.151 / 98.0%.
     activation_range: str = "HISTOGRAM"
+    # ONNX Runtime only (measured on OpenVINO: slower, see benchmarks/bench_int8.py): stream
+    # states carried as the graph's own integers in NHWC, and narrow conv inputs padded to
+    # the channel multiple of MLAS's symmetric int8 kernels (``edgevid.compress.qdq``).
+    integer_states: bool = False
+    pad_channels: bool = False
 
 
 def recipe_for(target: str, preset: str | None = None) -> Recipe:
@@ -94,8 +106,9 @@ def recipe_for(target: str, preset: str | None = None) -> Recipe:
         if preset == "mixed":
             raise EdgevidError("TensorRT supports only symmetric INT8: use the performance preset")
         return Recipe(name, "performance", "int8")
-    dtype = "uint8" if name == "onnxruntime" else "as-is"
-    return Recipe(name, preset or "performance", dtype)
+    if name == "onnxruntime":
+        return Recipe(name, preset or "performance", "uint8", integer_states=True, pad_channels=True)
+    return Recipe(name, preset or "performance", "as-is")
 
 
 @dataclass
@@ -104,6 +117,7 @@ class QuantizationResult:
 
     model: onnx.ModelProto
     info: dict[str, Any]
+    states: list[StatePair] | None = None  # the graph's states when the recipe changed them (integer_states)
 
     def save(self, path: str | os.PathLike) -> Path:
         """Write the model to ``path``."""
@@ -171,17 +185,38 @@ def finalize(model: onnx.ModelProto, recipe: Recipe) -> dict[str, int]:
         steps["activations_to_uint8"] = qdq.activations_to_uint8(model)
     elif recipe.activation_dtype == "int8":
         steps["activations_to_int8"] = qdq.activations_to_int8(model)
+    if recipe.pad_channels:
+        steps["padded_conv_inputs"] = qdq.pad_narrow_conv_inputs(model)
     onnx.checker.check_model(model)
     return steps
 
 
+def with_integer_states(result: QuantizationResult, recipe: Recipe, states: Sequence[StatePair]) -> QuantizationResult:
+    """Apply the recipe's ``integer_states`` rewrite to a finished result (a stream model's last step).
+
+    Rewritten states get the integer dtype, NHWC shape and zero-point initial value in
+    ``result.states``; their encodings are recorded under ``info["integer_states"]``.
+    """
+    if not (recipe.integer_states and states):
+        return result
+    encodings = qdq.integer_states(result.model, states)
+    if not encodings:  # no state of this model has the shift's pattern (3D caches, LSTM states)
+        return result
+    onnx.checker.check_model(result.model)
+    result.states = [StatePair(s.path, [s.shape[0], s.shape[2], s.shape[3], s.shape[1]], e["dtype"], float(e["zero_point"]))
+                     if (e := encodings.get(s.path)) else s for s in states]
+    result.info["integer_states"] = encodings
+    return result
+
+
 def quantize_onnx(model: onnx.ModelProto | str | os.PathLike, calibration: CalibrationSet, *,
                   target: str = "onnxruntime", preset: str | None = None, ignore: Sequence[str] = (),
-                  out_path: str | os.PathLike | None = None) -> QuantizationResult:
+                  states: Sequence[StatePair] = (), out_path: str | os.PathLike | None = None) -> QuantizationResult:
     """Post-training INT8 of an ONNX model for ``target`` (QDQ ONNX; see the module docstring).
 
     ``calibration`` holds graph feeds (``edgevid.compress.calibration``); ``ignore`` names
-    layers (module paths) to keep in float. Writes ``out_path`` if given.
+    layers (module paths) to keep in float; ``states`` (stream models) lets the recipe change
+    how states are carried (``result.states``). Writes ``out_path`` if given.
     """
     nncf = require("nncf", "export")
     recipe = recipe_for(target, preset)
@@ -190,7 +225,8 @@ def quantize_onnx(model: onnx.ModelProto | str | os.PathLike, calibration: Calib
         quantized = nncf.quantize(proto, nncf.Dataset(calibration.samples),
                                   **_nncf_args(nncf, proto, calibration, recipe, ignore))
     steps = finalize(quantized, recipe)
-    result = QuantizationResult(quantized, _info(quantized, recipe, calibration, steps))
+    result = with_integer_states(QuantizationResult(quantized, _info(quantized, recipe, calibration, steps)),
+                                 recipe, states)
     if out_path is not None:
         result.save(out_path)
     return result
@@ -273,7 +309,7 @@ def quantize_with_accuracy_control(model: onnx.ModelProto | str | os.PathLike, c
                                 "int8_top1": int8_top1, "drop": fp32_top1 - int8_top1,
                                 "kept_in_float": info["float_layers"], "max_iterations": max_iterations}
     check_drop(fp32_top1, int8_top1, max_drop, info["float_layers"], validation.source)
-    return QuantizationResult(quantized, info)
+    return with_integer_states(QuantizationResult(quantized, info), recipe, states)
 
 
 def check_drop(fp32_top1: float, int8_top1: float, max_drop: float, kept: Sequence[str], source: str) -> None:

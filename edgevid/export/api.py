@@ -268,6 +268,9 @@ def _export_into(work: Path, plan: ExportPlan, net: Any, streaming: Any, weights
             int8_result = quantizer(proto, streaming=streaming, states=manifest.states, mode=plan.mode,
                                     preprocess=manifest.preprocess, frames=frames, target=plan.target.name)
         proto = int8_result.model
+        if int8_result.states is not None:  # the INT8 graph carries its states differently (integer, NHWC)
+            manifest.states = int8_result.states
+            _check_graph_matches(manifest, proto)
     # Graph rewrites (QDQ folding, fp16 casts) can orphan initializers; ONNX Runtime warns
     # about each one on every load, so the saved file carries none.
     onnx_export.remove_unused_initializers(proto)
@@ -330,6 +333,7 @@ def _validate_all(work: Path, manifest: Manifest, plan: ExportPlan, net: Any, st
     synthetic frames.
     """
     from edgevid.export import validate as check
+    from edgevid.runtime.crosscheck import state_encodings
 
     inputs = inputs or check.make_inputs(manifest.preprocess, manifest.sampling.frames)
     backends = list(plan.target.validate_with) + (["tensorrt"] if "engine" in manifest.files else [])
@@ -342,7 +346,8 @@ def _validate_all(work: Path, manifest: Manifest, plan: ExportPlan, net: Any, st
         with status.stage(f"validating in {backend} against torch"), _runner(backend, work, manifest) as run:
             manifest.validation[backend] = check.validate_run(
                 backend, run, mode=plan.mode, model=net, streaming=streaming,
-                states=manifest.states, inputs=inputs, batch=plan.batch, tolerance=tol)
+                states=manifest.states, inputs=inputs, batch=plan.batch, tolerance=tol,
+                encodings=state_encodings(manifest))
 
 
 def _check_graph_matches(manifest: Manifest, proto: Any) -> None:

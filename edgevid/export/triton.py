@@ -5,7 +5,9 @@ Two flavours, both served by Triton's sequence batcher (one correlation id per c
 - ``production`` (GPU servers, NVIDIA's Triton container): the ``onnxruntime`` backend
   (optionally with its TensorRT execution provider) or the ``tensorrt`` backend, with
   *implicit state*: every ``state_in.X`` / ``state_out.X`` pair of the manifest becomes a
-  ``sequence_batching.state`` entry with a zero initial state, so Triton keeps each
+  ``sequence_batching.state`` entry with the manifest's initial state (``zero_data``, or for
+  a non-zero one, such as the integer states of an INT8 ONNX Runtime export whose zero is
+  the zero point, a ``data_file`` under ``initial_state/``), so Triton keeps each
   sequence's temporal state itself and resets it on the sequence's START. The model also
   takes START / READY / CORRID as control inputs; the ONNX backend requires every control
   to be a graph input, so the repository's ONNX gets them as (unused) inputs of shape [N, 1].
@@ -70,11 +72,12 @@ def config_pbtxt(manifest: Manifest, name: str, flavour: str, backend: str, *, m
         controls.append('    { name: "CORRID" control [ { kind: CONTROL_SEQUENCE_CORRID data_type: TYPE_UINT64 } ] }')
         seq += ["  control_input [", ",\n".join(controls), "  ]", "  state ["]
         states = []
-        for s in manifest.states:
+        for i, s in enumerate(manifest.states):
             dims = _dims(s.shape[1:])
+            data = 'zero_data: true name: "zeros"' if s.init == 0 else \
+                f'data_file: "{initial_state_file(i)}" name: "initial"'
             states.append(f'    {{ input_name: "{s.input}" output_name: "{s.output}" data_type: {_TRITON_TYPES[s.dtype]} '
-                          f"dims: {dims} initial_state: {{ data_type: {_TRITON_TYPES[s.dtype]} dims: {dims} "
-                          f'zero_data: true name: "zeros" }} }}')
+                          f"dims: {dims} initial_state: {{ data_type: {_TRITON_TYPES[s.dtype]} dims: {dims} {data} }} }}")
         seq += [",\n".join(states), "  ]"]
     lines += ["sequence_batching {", *seq, "}"]
     kind = "KIND_CPU" if flavour == "portable" else "KIND_GPU"
@@ -88,11 +91,30 @@ def config_pbtxt(manifest: Manifest, name: str, flavour: str, backend: str, *, m
     return "\n".join(lines) + "\n"
 
 
-def _check_states_are_zero(manifest: Manifest) -> None:
-    nonzero = [s.path for s in manifest.states if s.init != 0]
+INITIAL_STATE_DIR = "initial_state"  # Triton reads an initial state's data_file from this folder of the model
+
+
+def initial_state_file(index: int) -> str:
+    """The file of the ``index``-th state's non-zero initial value under the model's ``initial_state/``.
+
+    Named by position, not by the state's module path: a name taken from a manifest never
+    becomes a path.
+    """
+    return f"state{index}.bin"
+
+
+def _write_initial_states(manifest: Manifest, model_dir: Path) -> None:
+    """Each non-zero initial state as raw row-major bytes of one sequence's tensor (no batch)."""
+    import numpy as np
+
+    from edgevid.runtime.backends.base import initial_state
+
+    nonzero = [(i, s) for i, s in enumerate(manifest.states) if s.init != 0]
     if nonzero:
-        raise EdgevidError(f"states {nonzero[:2]} start at a non-zero value; Triton's implicit state starts at zero "
-                           "here: use --flavour portable")
+        (model_dir / INITIAL_STATE_DIR).mkdir()
+    for i, pair in nonzero:
+        data = np.ascontiguousarray(initial_state(pair)[0])
+        (model_dir / INITIAL_STATE_DIR / initial_state_file(i)).write_bytes(data.tobytes())
 
 
 def _with_controls(onnx_path: Path, out: Path) -> None:
@@ -136,7 +158,6 @@ def write_repository(artifact: str | os.PathLike, repository: str | os.PathLike,
     if not max_idle_s > 0:
         raise EdgevidError(f"the max idle time must be > 0 s, got {max_idle_s}")
     if flavour == "production":
-        _check_states_are_zero(m)
         if m.inputs[0].shape[0] != "N":
             raise EdgevidError(f"{artifact} has a fixed batch {m.inputs[0].shape[0]}: Triton batches sequences, "
                                "export with a dynamic batch (--target onnxruntime or openvino)")
@@ -164,6 +185,8 @@ def write_repository(artifact: str | os.PathLike, repository: str | os.PathLike,
         else:  # tensorrt: Triton needs a plan built on the server's GPU, from this ONNX
             _with_controls(art.verified_file("onnx"), work / "model.onnx")
         (work / "config.pbtxt").write_text(text)
+        if flavour == "production":
+            _write_initial_states(m, work)
         shutil.copyfile(art.directory / MANIFEST_NAME, work / MANIFEST_NAME)
         info = {"model": name, "flavour": flavour, "backend": backend, "artifact": str(art.directory),
                 "max_batch": max_batch, "instances": instances, "max_idle_s": max_idle_s}

@@ -28,6 +28,8 @@ from edgevid.runtime.crosscheck import (  # noqa: F401 - part of this module's A
     DEFAULT_TOLERANCE,
     RunFn,
     compare,
+    decode_states,
+    float_states,
     onnxruntime_runner,
     run_clip,
     run_stream,
@@ -88,14 +90,19 @@ def reference_stream(streaming: Any, states: Sequence[StatePair], torch_clips: n
 
 def validate_run(backend: str, run: RunFn, *, mode: str, model: Any, streaming: Any | None,
                  states: Sequence[StatePair], inputs: ValidationInputs, batch: int | None,
-                 tolerance: float) -> dict[str, Any]:
-    """Validate one backend's ``run`` against torch; returns the figures for the manifest."""
+                 tolerance: float, encodings: dict[str, dict[str, Any]] | None = None) -> dict[str, Any]:
+    """Validate one backend's ``run`` against torch; returns the figures for the manifest.
+
+    ``encodings``: integer states of an INT8 graph (``build.int8.integer_states``), decoded to
+    the float tensors torch computes before comparing.
+    """
     if mode == "clip":
         got = [run_clip(run, inputs.graph_clips, batch)]
         want = [reference_clip(model, inputs.torch_clips)]
     else:
-        got = run_stream(run, states, inputs.graph_clips, batch)
-        want = reference_stream(streaming, states, inputs.torch_clips)
+        encodings = encodings or {}
+        got = [decode_states(step, states, encodings) for step in run_stream(run, states, inputs.graph_clips, batch)]
+        want = reference_stream(streaming, float_states(states, encodings), inputs.torch_clips)
     result = compare(backend, got, want, tolerance)
     result["inputs"] = inputs.source
     return result

@@ -128,6 +128,7 @@ def _smoothed(logits: np.ndarray, smooth: int) -> np.ndarray:
 def torch_reference(model: Any, streaming: Any, manifest: Any, held_out: HeldOut) -> Outputs:
     """The torch FP32 model on the same frames, sampled and smoothed as the session does."""
     from edgevid.export.validate import reference_clip, reference_stream
+    from edgevid.runtime.crosscheck import float_states, state_encodings
     from edgevid.runtime.preprocess import preprocess_frame
 
     spec = replace(manifest.preprocess, uint8_input=False)
@@ -137,7 +138,7 @@ def torch_reference(model: Any, streaming: Any, manifest: Any, held_out: HeldOut
     for video in held_out.frames:
         sampled = np.stack([preprocess_frame(f, spec) for f in video[::stride]])
         if manifest.mode == "stream":
-            out = reference_stream(streaming, manifest.states, sampled[None])
+            out = reference_stream(streaming, float_states(manifest.states, state_encodings(manifest)), sampled[None])
             logits = np.concatenate([o["logits"] for o in out])
             smooth = t
         else:

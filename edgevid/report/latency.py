@@ -27,12 +27,13 @@ def torch_call(model: Any, streaming: Any, manifest: Any, threads: int | None = 
     import torch
 
     from edgevid.report.bench import example_frame
+    from edgevid.runtime.crosscheck import float_states, state_encodings
 
     if threads:
         torch.set_num_threads(int(threads))
     x = torch.from_numpy(example_frame(manifest)[None])
     if manifest.mode == "stream":
-        states = [torch.full((1, *s.shape[1:]), s.init) for s in manifest.states]
+        states = [torch.full((1, *s.shape[1:]), s.init) for s in float_states(manifest.states, state_encodings(manifest))]
 
         def step() -> object:
             nonlocal states

@@ -113,3 +113,31 @@ def compare(backend: str, got: list[dict[str, np.ndarray]], want: list[dict[str,
         "tolerance": tolerance,
         "passed": True,
     }
+
+
+def state_encodings(manifest: Any) -> dict[str, dict[str, Any]]:
+    """How an INT8 artifact encodes its integer states (``build.int8.integer_states``), by state path."""
+    return dict(((manifest.build or {}).get("int8") or {}).get("integer_states") or {})
+
+
+def float_states(states: Sequence[StatePair], encodings: dict[str, dict[str, Any]]) -> list[StatePair]:
+    """The float NCHW states the model computes, for an artifact whose states may be integer NHWC."""
+    out = []
+    for s in states:
+        if s.path in encodings:
+            n, h, w, c = s.shape
+            s = StatePair(s.path, [n, c, h, w], "float32", 0.0)
+        out.append(s)
+    return out
+
+
+def decode_states(outputs: dict[str, np.ndarray], states: Sequence[StatePair],
+                  encodings: dict[str, dict[str, Any]]) -> dict[str, np.ndarray]:
+    """``outputs`` with every integer state output turned into the float NCHW tensor it encodes."""
+    out = dict(outputs)
+    for s in states:
+        enc = encodings.get(s.path)
+        if enc is not None and s.output in out:
+            value = (out[s.output].astype(np.float32) - np.float32(enc["zero_point"])) * np.float32(enc["scale"])
+            out[s.output] = np.ascontiguousarray(value.transpose(0, 3, 1, 2))
+    return out
