@@ -35,6 +35,8 @@ import numpy as np
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 import bench_compress as bc  # noqa: E402 - the models and steppers are shared
 
+from edgevid.report import layers  # noqa: E402 - the profilers' per-layer summaries, as `edgevid bench --layers`
+
 THREADS = 2
 
 
@@ -124,45 +126,7 @@ def ort_profile(path: str, feeds_like: str, steps: int = 30) -> dict[str, float]
         for _ in range(steps):
             session.run(None, feeds)
         trace = json.loads(Path(session.end_profiling()).read_text())
-    kinds = _conv_kinds(path)
-    per_op: dict[str, float] = defaultdict(float)
-    for event in trace:
-        if event.get("cat") == "Node" and event.get("name", "").endswith("_kernel_time"):
-            op = event["args"]["op_name"]
-            # ORT keeps the graph's node name, adding "_token_N" where it rewrote the node (QDQ fusion, NHWC)
-            node = event["name"][: -len("_kernel_time")].split("_token_")[0]
-            kind = kinds.get(node) or _kind_from_shapes(event["args"])
-            per_op[f"{op} ({kind})" if "Conv" in op else op] += event["dur"] / steps
-    return dict(sorted(per_op.items(), key=lambda kv: -kv[1]))
-
-
-def _kind_from_shapes(args: dict) -> str:
-    """For float Convs ORT renamed (NCHWc layout): the weight shape its profiler records as input 1."""
-    shapes = [next(iter(d.values())) for d in args.get("input_type_shape", [])]
-    if len(shapes) < 2 or len(shapes[1]) != 4:
-        return "?"
-    return _kind(shapes[1])
-
-
-def _kind(weight_shape: list[int]) -> str:
-    _, cin_per_group, kh, kw = weight_shape
-    return "1x1" if kh == kw == 1 else ("depthwise" if cin_per_group == 1 else f"{kh}x{kw}")
-
-
-def _conv_kinds(path: str) -> dict[str, str]:
-    """Conv node name -> depthwise / 1x1 / kxk, from its weight (behind a DequantizeLinear in a QDQ graph)."""
-    import onnx
-
-    graph = onnx.load(path).graph
-    shapes = {init.name: list(init.dims) for init in graph.initializer}
-    for node in graph.node:
-        if node.op_type == "DequantizeLinear" and node.input[0] in shapes:
-            shapes[node.output[0]] = shapes[node.input[0]]
-    kinds = {}
-    for node in graph.node:
-        if node.op_type == "Conv" and len(shapes.get(node.input[1], [])) == 4:
-            kinds[node.name] = _kind(shapes[node.input[1]])
-    return kinds
+    return dict(sorted(layers.ort_trace_per_layer(trace, layers.conv_kinds(path), steps).items(), key=lambda kv: -kv[1]))
 
 
 def ov_profile(path: str, hint: str | None, clip: bool, steps: int = 30) -> dict[str, float]:
@@ -189,9 +153,7 @@ def ov_profile(path: str, hint: str | None, clip: bool, steps: int = 30) -> dict
     per: dict[str, float] = defaultdict(float)
     for _ in range(steps):
         request.infer(feeds)
-        for info in request.profiling_info:
-            if info.status == info.Status.EXECUTED:
-                per[f"{info.node_type} [{info.exec_type}]"] += info.real_time.total_seconds() * 1e6 / steps
+        layers.ov_per_layer(request.profiling_info, per, steps)
     return dict(sorted(per.items(), key=lambda kv: -kv[1]))
 
 

@@ -68,6 +68,31 @@ def test_bench_json_on_a_stride2_stream_artifact(stride2_artifact, backend):
         assert ran["compiled"]["INFERENCE_PRECISION_HINT"] == "f32"
 
 
+@pytest.mark.parametrize("backend", ["onnxruntime", "openvino"])
+def test_bench_layers_profiles_the_call_per_layer_type(runtime_stream_artifact, backend):
+    from edgevid.report.schema import validate
+
+    result = _bench_json(str(runtime_stream_artifact), "--backend", backend, "--warmup", "1", "--iterations", "3",
+                         "--layers")
+    validate(result, "bench")
+    rows = result["layers"]["layers"]
+    assert result["layers"]["calls"] == 50 and rows and sum(r["share"] for r in rows) == pytest.approx(1, abs=0.01)
+    assert [r["us_per_call"] for r in rows] == sorted((r["us_per_call"] for r in rows), reverse=True)
+    names = [r["layer"] for r in rows]
+    if backend == "onnxruntime":  # convolutions split by kind, named by their weights
+        assert {"Conv (1x1)", "Conv (depthwise)"} <= set(names), names
+    else:  # the kernel each layer ran with, its precision included (strict f32 for an fp32 artifact)
+        assert any(n.startswith("Convolution [") and n.endswith("_f32]") for n in names), names
+
+
+def test_bench_layers_refuses_a_backend_without_a_profiler(runtime_stream_artifact, capsys):
+    from edgevid.cli import main
+
+    assert main(["bench", str(runtime_stream_artifact), "--backend", "tensorrt", "--layers"]) != 0
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "--layers reads ONNX Runtime's or OpenVINO's profiler" in err[0]
+
+
 def test_bench_openvino_precision_hint_is_read_back(runtime_stream_artifact):
     """--precision-hint default: the plugin's own choice (bf16 on CPUs with AMX/avx512_bf16)."""
     import openvino as ov

@@ -58,6 +58,10 @@ def add_parser(subparsers: Any) -> None:
     p.add_argument("--precision-hint", choices=("f32", "bf16", "default"),
                    help="openvino: INFERENCE_PRECISION_HINT to compile with (default: what the export validated, "
                    "f32 for fp32 artifacts; 'default' lets the CPU plugin choose, bf16 where the CPU has it)")
+    p.add_argument("--layers", action="store_true",
+                   help="then profile the call per layer type with the backend's own profiler (ONNX Runtime's "
+                        "profiling JSON, OpenVINO's PERF_COUNT): which layers run in int8, bf16 or f32, and what "
+                        "the glue costs")
     p.add_argument("--json", action="store_true", help="print the result as JSON (bench.schema.json)")
     p.add_argument("-q", "--quiet", action="store_true", help="no progress bar")
     p.set_defaults(func=run)
@@ -69,6 +73,7 @@ def run(args: argparse.Namespace) -> int:
 
     result = bench_artifact(args.artifact, args.backend, threads=args.threads, warmup=args.warmup,
                             iterations=args.iterations, seconds=args.seconds, precision_hint=args.precision_hint,
-                            progress=not args.quiet and not args.json, dla_core=args.dla_core)
+                            progress=not args.quiet and not args.json, dla_core=args.dla_core,
+                            layers=args.layers)
     print(json.dumps(result, indent=2) if args.json else format_bench(result))
     return 0

@@ -198,11 +198,13 @@ def runner_options(backend: str, threads: int | None, precision_hint: str | None
 def bench_artifact(artifact: str | os.PathLike, backend: str | None = None, *, threads: int | None = None,
                    warmup: int = 10, iterations: int | None = None, seconds: float | None = None,
                    precision_hint: str | None = None, progress: bool = False,
-                   dla_core: int | None = None) -> dict[str, Any]:
+                   dla_core: int | None = None, layers: bool = False) -> dict[str, Any]:
     """Load ``artifact`` on ``backend`` and time its model call; the bench JSON (bench.schema.json).
 
     Default: 200 iterations. ``load_ms`` covers loading and compiling (OpenVINO compiles the
     streaming model when the first stream opens); ``first_call_ms`` is the cold first call.
+    ``layers``: afterwards, profile the same call per layer type in a second load
+    (``edgevid.report.layers``), so the profiler does not slow the timed calls.
     """
     from edgevid import runtime
     from edgevid.report.machine import describe_machine
@@ -219,6 +221,8 @@ def bench_artifact(artifact: str | os.PathLike, backend: str | None = None, *, t
     manifest = runtime.open_artifact(artifact).manifest
     name = runtime.canonical_name(backend or manifest.target)
     opts = runner_options(name, threads, precision_hint, dla_core)
+    if layers and name not in ("onnxruntime", "openvino"):
+        raise EdgevidError(f"--layers reads ONNX Runtime's or OpenVINO's profiler, not {name}'s")
     rss_before = current_rss_mb()
     t0 = time.perf_counter()
     runner = runtime.load(artifact, name, **opts)
@@ -256,6 +260,10 @@ def bench_artifact(artifact: str | os.PathLike, backend: str | None = None, *, t
         cleanup()
     finally:
         runner.close()
+    if layers:
+        from edgevid.report.layers import layer_profile
+
+        result["layers"] = layer_profile(artifact, name, opts)
     return result
 
 
@@ -277,4 +285,8 @@ def format_bench(result: dict[str, Any]) -> str:
         f"{result['throughput']['video_fps']:.1f} fps video at stride {result['sampling']['stride']})",
         f"model files {result['file_mb']:.2f} MiB, peak RSS {result['memory_mb']['peak_rss']:.0f} MiB",
     ]
+    if result.get("layers"):
+        from edgevid.report.layers import format_layers
+
+        lines += format_layers(result["layers"])
     return "\n".join(lines)

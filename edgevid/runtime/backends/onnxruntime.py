@@ -66,6 +66,9 @@ class OrtRunner(Runner):
         opts.log_severity_level = 3
         if self.options.get("threads"):
             opts.intra_op_num_threads = int(self.options["threads"])
+        if self.options.get("profile_prefix"):  # edgevid bench --layers: ORT's profiling JSON
+            opts.enable_profiling = True
+            opts.profile_file_prefix = str(self.options["profile_prefix"])
         self._ort = ort
         self.session = ort.InferenceSession(str(path), opts, providers=providers)
         # OrtValues of a stream live where the first provider computes.

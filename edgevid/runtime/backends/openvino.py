@@ -73,6 +73,9 @@ class OpenVinoRunner(Runner):
             self._config["INFERENCE_PRECISION_HINT"] = hint or "f32"
         if self.options.get("threads"):
             self._config["INFERENCE_NUM_THREADS"] = str(int(self.options["threads"]))
+        if self.options.get("perf_count"):  # edgevid bench --layers: per-layer PERF_COUNT
+            self._config["PERF_COUNT"] = "YES"
+        self._last_request: Any = None  # the request of the last call, for last_profiling_info()
         self._compiled: Any = None  # the model as read, for infer()
         self._request: Any = None
         self._compiled_stream: Any = None  # batch 1, stateful or explicit, shared by streams
@@ -108,6 +111,7 @@ class OpenVinoRunner(Runner):
         if self._compiled is None:
             self._compiled = self._core.compile_model(self._model, self.device, self._config)
             self._request = self._compiled.create_infer_request()
+        self._last_request = self._request
         result = self._request.infer(dict(feeds))  # returns copies (share_outputs=False)
         return {port.get_any_name(): result[port] for port in self._compiled.outputs}
 
@@ -134,9 +138,15 @@ class OpenVinoRunner(Runner):
             make_stateful(self._ov, model, self.manifest.states)
         return model
 
+    def last_profiling_info(self) -> Any:
+        """OpenVINO's per-layer profiling of the last call (load with ``perf_count=True``)."""
+        if self._last_request is None:
+            raise BackendError("no call has run yet")
+        return self._last_request.profiling_info
+
     def close(self) -> None:
         """Drop the compiled models."""
-        self._compiled = self._request = self._compiled_stream = None
+        self._compiled = self._request = self._compiled_stream = self._last_request = None
         super().close()
 
 
@@ -203,6 +213,7 @@ class OvStatefulStream(_OvStreamBase):
     def step(self, frame: np.ndarray) -> np.ndarray:
         """Feed the frame, run; the variables carry the states to the next step."""
         self._put(frame)
+        self.runner._last_request = self._request
         self._request.infer()
         return self._request.get_tensor(self._logits_name).data.copy()
 
@@ -244,6 +255,7 @@ class OvExplicitStream(_OvStreamBase):
         """Feed the frame, run the request of the current parity, flip the parity."""
         self._put(frame)
         request = self._requests[self._parity]
+        self.runner._last_request = request
         request.infer()
         self._parity ^= 1
         return request.get_tensor(self._logits_name).data.copy()
