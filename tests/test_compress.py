@@ -171,6 +171,16 @@ def int8_ort(fp32_export, streaming, states, calib_clips):
                          target="onnxruntime")
 
 
+@pytest.fixture(scope="module")
+def int8_trt(fp32_export, streaming, states, calib_clips):
+    """TensorRT INT8 (symmetric int8, no ORT-only rewrites) of the random test model, on 2 clips."""
+    from edgevid.compress.calibration import stream_samples
+    from edgevid.compress.quantize import quantize_onnx
+
+    return quantize_onnx(fp32_export / "model.onnx", stream_samples(streaming, states, calib_clips.head(2)),
+                         target="tensorrt").model
+
+
 def _stream_logits(artifact, backend, clips):
     """Per-frame logits (C, T, K) through the runtime's stream sessions (what users run)."""
     from edgevid import runtime
@@ -287,14 +297,12 @@ def test_int8_onnxruntime_stream_export_carries_integer_states_end_to_end(checkp
     assert not any(name.startswith(("Conv ", "FusedConv")) for name in layers), layers
 
 
-def test_narrow_conv_inputs_are_padded_exactly_for_onnx_runtime(fp32_export, int8_ort, streaming, states, calib_clips):
+def test_narrow_conv_inputs_are_padded_exactly_for_onnx_runtime(int8_ort, int8_trt, states, calib_clips):
     """The 3-channel stem gets a zero 4th channel (MLAS's symmetric int8 conv needs multiples of 4): same logits."""
     from onnx import numpy_helper
 
     from edgevid.compress import qdq
-    from edgevid.compress.calibration import stream_samples
     from edgevid.compress.evaluate import predict
-    from edgevid.compress.quantize import quantize_onnx
 
     def stem_weight(model):  # the int8 weight of the graph's first conv
         inits = {i.name: i for i in model.graph.initializer}
@@ -304,8 +312,7 @@ def test_narrow_conv_inputs_are_padded_exactly_for_onnx_runtime(fp32_export, int
 
     assert stem_weight(int8_ort.model).shape[1] == 4 and int8_ort.info["qdq_rewrites"]["padded_conv_inputs"] == 1
     # the same rewrite on an unpadded graph (the TensorRT recipe does not pad) changes no logit
-    plain = quantize_onnx(fp32_export / "model.onnx", stream_samples(streaming, states, calib_clips.head(2)),
-                          target="tensorrt").model
+    plain = int8_trt
     padded = onnx.ModelProto.FromString(plain.SerializeToString())
     assert stem_weight(plain).shape[1] == 3 and qdq.pad_narrow_conv_inputs(padded) == 1
     assert stem_weight(padded).shape[1] == 4 and not stem_weight(padded)[:, 3].any()
@@ -314,14 +321,10 @@ def test_narrow_conv_inputs_are_padded_exactly_for_onnx_runtime(fp32_export, int
                                   predict(padded, clips, "stream", states).frame_logits)
 
 
-def test_tensorrt_int8_is_symmetric_signed_int8(fp32_export, streaming, states, calib_clips):
+def test_tensorrt_int8_is_symmetric_signed_int8(int8_trt):
     from onnx import numpy_helper
 
-    from edgevid.compress.calibration import stream_samples
-    from edgevid.compress.quantize import quantize_onnx
-
-    model = quantize_onnx(fp32_export / "model.onnx", stream_samples(streaming, states, calib_clips.head(2)),
-                          target="tensorrt").model
+    model = int8_trt
     inits = {i.name: numpy_helper.to_array(i) for i in model.graph.initializer}
     zero_points = [inits[n.input[2]] for n in model.graph.node if n.op_type in ("QuantizeLinear", "DequantizeLinear")
                    and len(n.input) > 2]
