@@ -18,6 +18,15 @@ from pathlib import Path
 from typing import Any
 
 DEFAULT_CALLS = 50
+PROFILED_BACKENDS = ("onnxruntime", "openvino")
+
+
+def check_backend(backend: str) -> None:
+    """``--layers`` needs a backend whose profiler this module reads."""
+    from edgevid.errors import EdgevidError
+
+    if backend not in PROFILED_BACKENDS:
+        raise EdgevidError(f"--layers reads ONNX Runtime's or OpenVINO's profiler, not {backend}'s")
 
 
 def conv_kind(weight_shape: list[int]) -> str:
@@ -76,11 +85,9 @@ def layer_profile(artifact: str | os.PathLike, backend: str, options: dict[str, 
     Returns ``{"calls": N, "layers": [{"layer", "us_per_call", "share"}, ...]}``, slowest first.
     """
     from edgevid import runtime
-    from edgevid.errors import EdgevidError
     from edgevid.report.bench import make_call
 
-    if backend not in ("onnxruntime", "openvino"):
-        raise EdgevidError(f"--layers reads ONNX Runtime's or OpenVINO's profiler, not {backend}'s")
+    check_backend(backend)
     per: dict[str, float] = defaultdict(float)
     with tempfile.TemporaryDirectory(prefix="edgevid-profile-") as tmp:
         extra = {"profile_prefix": str(Path(tmp) / "ort")} if backend == "onnxruntime" else {"perf_count": True}
