@@ -8,6 +8,7 @@ runtime verbs work on a device that has no torch.
 from __future__ import annotations
 
 import argparse
+import errno
 import importlib
 import sys
 
@@ -51,6 +52,22 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+# File-system errors that come from where the user pointed edgevid (a name too long, a folder
+# without permission, a full or read-only disk): one line naming the path, like any user mistake.
+# Anything else (EBADF, EINVAL from a library...) is a bug and keeps its traceback.
+_ENVIRONMENT_ERRNOS = {errno.ENAMETOOLONG, errno.EACCES, errno.EPERM, errno.ENOSPC, errno.EDQUOT, errno.EROFS,
+                       errno.ENOTDIR, errno.EISDIR, errno.ENOENT, errno.ELOOP, errno.EEXIST, errno.EFBIG,
+                       errno.EMFILE, errno.ENFILE, errno.EIO, errno.EXDEV, errno.ENXIO}
+
+
+def _os_error_line(exc: OSError) -> str:
+    what = exc.strerror or str(exc)
+    name = exc.filename
+    if isinstance(name, str) and len(name) > 160:  # a 300-character path is the problem, not the message
+        name = name[:80] + "..." + name[-60:]
+    return f"{what}: {name}" if name else what
+
+
 def main(argv: list[str] | None = None) -> int:
     """Entry point of the console script; returns the exit code."""
     parser = build_parser()
@@ -62,6 +79,15 @@ def main(argv: list[str] | None = None) -> int:
         return int(args.func(args) or 0)
     except EdgevidError as exc:
         print(f"edgevid {args.command}: error: {exc}", file=sys.stderr)
+        return 2
+    except OSError as exc:
+        if exc.errno not in _ENVIRONMENT_ERRNOS:
+            raise
+        print(f"edgevid {args.command}: error: {_os_error_line(exc)}", file=sys.stderr)
+        return 2
+    except MemoryError:
+        print(f"edgevid {args.command}: error: out of memory (the input or an option asks for more memory "
+              "than this machine has)", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)
