@@ -57,6 +57,18 @@ MAX_STRIDE = 64
 MAX_CROP = 4096
 MAX_RESIZE = 8192
 MAX_ELEMENTS = 1 << 26  # per tensor or state: 64M elements (256 MiB of float32)
+MAX_MANIFEST_BYTES = 16 << 20  # a real manifest is a few KiB; read no more than this
+MAX_NORM = 1e6  # |mean| and std of preprocessing (0-1 scale): far from overflowing float32
+MIN_STD = 1e-6
+OPENVINO_PRECISIONS = ("f32", "f16", "bf16", "default")  # build.openvino.inference_precision
+# The values a state's initial value may take in its dtype (float64: any finite number):
+# an init past its dtype overflows when the runtime fills the state, and numpy warns.
+_F32_MAX = 3.4028234663852886e38
+_DTYPE_RANGE: dict[str, tuple[float, float]] = {
+    "float16": (-65504.0, 65504.0), "float32": (-_F32_MAX, _F32_MAX), "bfloat16": (-3.3895313892515355e38,
+                                                                                 3.3895313892515355e38),
+    "uint8": (0, 255), "int8": (-128, 127), "int16": (-(2**15), 2**15 - 1), "int32": (-(2**31), 2**31 - 1),
+    "int64": (-(2**63), 2**63 - 1), "bool": (0, 1)}
 
 
 class ManifestError(EdgevidError):
@@ -111,11 +123,37 @@ def _list(value: Any, where: str, *, length: int | None = None, nonempty: bool =
 def _str(value: Any, where: str, *, choices: tuple[str, ...] | None = None, nonempty: bool = False) -> str:
     if not isinstance(value, str):
         raise _Invalid(where, f"must be a string, got {_kind(value)}")
+    _text(value, where)
     if choices is not None and value not in choices:
         raise _Invalid(where, f"must be one of {', '.join(choices)}, got {_show(value)}")
     if nonempty and not value:
         raise _Invalid(where, "must not be empty")
     return value
+
+
+def _text(value: str, where: str) -> str:
+    """``value`` if it is valid Unicode (JSON's ``\\ud800`` escapes give lone surrogates, which no
+    terminal or file encoding can print: the first print of a label would raise)."""
+    try:
+        value.encode("utf-8")
+    except UnicodeEncodeError:
+        raise _Invalid(where, f"is not valid Unicode text (it holds a lone surrogate): {_show(value)}") from None
+    return value
+
+
+def _check_text(data: Any, where: str) -> None:
+    """Every string of ``data``, keys included, must be valid Unicode (free-form sections too: bench,
+    report and export summaries print them). Iterative: nesting depth is the JSON parser's business."""
+    stack = [(data, where)]
+    while stack:
+        item, at = stack.pop()
+        if isinstance(item, str):
+            _text(item, at)
+        elif isinstance(item, list):
+            stack += [(v, _at(at, i)) for i, v in enumerate(item)]
+        elif isinstance(item, dict):
+            for key, value in item.items():
+                stack.append((value, _at(at, _text(key, f"a key in {at}"))))
 
 
 def _int(value: Any, where: str, lo: int, hi: int) -> int:
@@ -127,10 +165,17 @@ def _int(value: Any, where: str, lo: int, hi: int) -> int:
     return value
 
 
-def _num(value: Any, where: str) -> float:
-    if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
+def _num(value: Any, where: str, lo: float = -math.inf, hi: float = math.inf) -> float:
+    """A finite number (a JSON int too, however long) within ``[lo, hi]``."""
+    try:
+        number = float(value) if not isinstance(value, bool) and isinstance(value, (int, float)) else math.nan
+    except OverflowError:  # an int of hundreds of digits
+        number = math.nan
+    if not math.isfinite(number):
         raise _Invalid(where, f"must be a finite number, got {_show(value)}")
-    return float(value)
+    if not lo <= number <= hi:
+        raise _Invalid(where, f"must be within [{lo:g}, {hi:g}], got {_show(value)}")
+    return number
 
 
 def _bool(value: Any, where: str) -> bool:
@@ -234,10 +279,19 @@ class StatePair:
     def from_dict(cls, data: Any, where: str) -> StatePair:
         """Parse and check one manifest state (static shape, bounded size, finite init)."""
         d = _fields(cls, data, where)
+        dtype = _str(d.get("dtype", "float32"), _at(where, "dtype"), choices=DTYPES)
         return cls(path=_str(d["path"], _at(where, "path"), nonempty=True),
                    shape=_shape(d["shape"], _at(where, "shape"), dynamic=False),  # type: ignore[arg-type]
-                   dtype=_str(d.get("dtype", "float32"), _at(where, "dtype"), choices=DTYPES),
-                   init=_num(d.get("init", 0.0), _at(where, "init")))
+                   dtype=dtype, init=_init(d.get("init", 0.0), _at(where, "init"), dtype))
+
+
+def _init(value: Any, where: str, dtype: str) -> float:
+    """A state's initial value, which its dtype must hold (an integer for integer dtypes)."""
+    lo, hi = _DTYPE_RANGE.get(dtype, (-math.inf, math.inf))
+    init = _num(value, where, lo, hi)
+    if dtype in ("uint8", "int8", "int16", "int32", "int64", "bool") and not init.is_integer():
+        raise _Invalid(where, f"must be an integer for a {dtype} state, got {_show(value)}")
+    return init
 
 
 @dataclass(frozen=True)
@@ -259,13 +313,14 @@ class Preprocess:
         resize = _int(d["resize"], _at(where, "resize"), 1, MAX_RESIZE)
         if resize < crop:
             raise _Invalid(_at(where, "resize"), f"must be >= crop ({crop}), got {resize}")
-        mean = [_num(v, _at(_at(where, "mean"), i))
+        mean = [_num(v, _at(_at(where, "mean"), i), -MAX_NORM, MAX_NORM)
                 for i, v in enumerate(_list(d.get("mean", [0.485, 0.456, 0.406]), _at(where, "mean"), length=3))]
         std = [_num(v, _at(_at(where, "std"), i))
                for i, v in enumerate(_list(d.get("std", [0.229, 0.224, 0.225]), _at(where, "std"), length=3))]
         for i, v in enumerate(std):
             if v <= 0:
                 raise _Invalid(_at(_at(where, "std"), i), f"must be > 0, got {_show(d['std'][i])}")
+            _num(v, _at(_at(where, "std"), i), MIN_STD, MAX_NORM)  # dividing by 1e-320 overflows float32
         return cls(resize=resize, crop=crop, mean=mean, std=std,
                    channel_order=_str(d.get("channel_order", "RGB"), _at(where, "channel_order"),
                                       choices=CHANNEL_ORDERS),
@@ -375,11 +430,28 @@ class Manifest:
             raise ManifestError(f"{directory} is not an artifact directory (expected a folder with {MANIFEST_NAME})")
         if not path.is_file():
             raise ManifestError(f"{path} not found: is {directory} an edgevid export?")
-        try:
-            data = json.loads(path.read_text())
-        except (OSError, UnicodeDecodeError, json.JSONDecodeError, RecursionError) as exc:
-            raise ManifestError(f"{path} is not valid JSON: {exc}") from exc
-        return cls.from_dict(data, source=str(path))
+        return cls.from_dict(_read_json(path), source=str(path))
+
+
+def _read_json(path: Path) -> Any:
+    """The JSON in ``path``, read only up to ``MAX_MANIFEST_BYTES`` (a 300 MB file is refused, not parsed)."""
+    too_big = ManifestError(f"{path} is larger than {MAX_MANIFEST_BYTES >> 20} MiB: not an edgevid manifest "
+                            "(a real one is a few KiB); re-export the model")
+    try:
+        if path.stat().st_size > MAX_MANIFEST_BYTES:
+            raise too_big
+        with open(path, "rb") as fh:
+            raw = fh.read(MAX_MANIFEST_BYTES + 1)  # the file may have grown since the stat
+        if len(raw) > MAX_MANIFEST_BYTES:
+            raise too_big
+        return json.loads(raw.decode("utf-8"))
+    except (json.JSONDecodeError, UnicodeDecodeError, RecursionError) as exc:
+        raise ManifestError(f"{path} is not valid JSON: {str(exc)[:200]}") from exc
+    except OSError as exc:
+        raise ManifestError(f"{path} cannot be read: {exc.strerror or exc}") from exc
+    except ValueError as exc:  # an int of more than 4300 digits (Python's int parsing limit)
+        raise ManifestError(f"{path} is not a valid manifest: it holds a number too long to read "
+                            f"({str(exc).split(';')[0]})") from exc
 
 
 def _manifest_fields(cls: type, data: dict[str, Any]) -> dict[str, Any]:
@@ -411,7 +483,11 @@ def _manifest_fields(cls: type, data: dict[str, Any]) -> dict[str, Any]:
         if target in out["build"]:
             facts = _obj(out["build"][target], _at("build", target))
             if "inference_precision" in facts:
-                _str(facts["inference_precision"], _at(_at("build", target), "inference_precision"))
+                # OpenVINO's hint is passed to the plugin as is: "f64" must be refused here, not crash there.
+                _str(facts["inference_precision"], _at(_at("build", target), "inference_precision"),
+                     choices=OPENVINO_PRECISIONS if target == "openvino" else None)
+    for key in ("provenance", "validation", "build"):
+        _check_text(out[key], key)
     return out
 
 

@@ -301,7 +301,7 @@ def _run_video(ctx: Ctx, name: str, frames: int, fourcc: str = "mp4v", bad: tupl
 
 @case("run-camera-negative")
 def _(ctx):
-    return ["run", ctx.stream_artifact, "--camera", "-1"], "camera index >= 0"
+    return ["run", ctx.stream_artifact, "--camera", "-1"], "must be between 0 and 9999, got -1"
 
 
 @case("run-corrupt-stretch-mid-video")

@@ -282,3 +282,37 @@ def test_report_has_gating_and_salient_rows_measured_on_still_stretches(report, 
     md = (small[2] / "report.md").read_text()
     assert "## Compute where the video changes" in md and "| delta gate (defer) |" in md
     assert any(s.startswith("Frame-delta gating") for s in report["findings"])
+
+
+def test_report_files_are_published_like_any_other_output(small):
+    """R12 (issue 23): report files get the permissions a plain open gives (0644 under umask 022), not 0600."""
+    umask = os.umask(0)
+    os.umask(umask)
+    for name in ("report.json", "report.md", "report.html"):
+        assert (small[2] / name).stat().st_mode & 0o777 == 0o666 & ~umask, name
+
+
+def test_report_write_is_all_or_nothing_on_a_full_disk(small, tmp_path):
+    """R10 (issue 23): a write that fails midway (report.html over the file-size limit, as on a full
+    disk) leaves the previous report whole: no new report.json beside an old report.html, no temp file."""
+    out = tmp_path / "out"
+    shutil.copytree(small[2], out)
+    old = {p.name: p.read_bytes() for p in out.iterdir()}
+    report = json.loads(old["report.json"])
+    report["findings"] = ["a new report"] + report["findings"]
+    (tmp_path / "new.json").write_text(json.dumps(report))
+    sizes = {n: len(b) for n, b in old.items()}
+    assert sizes["report.html"] > 2 * max(sizes["report.json"], sizes["report.md"])
+    limit = 2 * max(sizes["report.json"], sizes["report.md"])  # json and md fit, html does not
+    code = ("import json, resource, sys\n"
+            f"resource.setrlimit(resource.RLIMIT_FSIZE, ({limit}, {limit}))\n"
+            "from edgevid.errors import EdgevidError\n"
+            "from edgevid.report.output import write_report\n"
+            "try:\n"
+            f"    write_report(json.load(open({str(tmp_path / 'new.json')!r})), {str(out)!r})\n"
+            "except EdgevidError as exc:\n"
+            "    print(exc); sys.exit(2)\n")
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 2, proc.stdout + proc.stderr
+    assert "cannot write" in proc.stdout and "too large" in proc.stdout.lower(), proc.stdout
+    assert {p.name: p.read_bytes() for p in out.iterdir()} == old

@@ -212,7 +212,7 @@ def test_negative_camera_index_is_refused_not_a_crash():
             "try:\n    open_source(-1)\nexcept Exception as exc:\n    print(type(exc).__name__, exc)\n")
     proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
     assert proc.returncode == 0, proc.stderr
-    assert proc.stdout.startswith("VideoSourceError camera index must be >= 0")
+    assert proc.stdout.startswith("VideoSourceError camera index must be between 0 and")
 
 
 # -- corrupt video files ----------------------------------------------------------------------

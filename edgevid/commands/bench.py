@@ -6,35 +6,11 @@ import argparse
 import json
 from typing import Any
 
+from edgevid.commands import argtypes
 
-def _positive(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"must be a positive integer, got {text!r}") from None
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"must be >= 1, got {value}")
-    return value
-
-
-def _non_negative(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"must be an integer >= 0, got {text!r}") from None
-    if value < 0:
-        raise argparse.ArgumentTypeError(f"must be >= 0, got {value}")
-    return value
-
-
-def _seconds(text: str) -> float:
-    try:
-        value = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"must be a number of seconds, got {text!r}") from None
-    if not value > 0:
-        raise argparse.ArgumentTypeError(f"must be > 0, got {text}")
-    return value
+# Calls the timed loop may make (edgevid.report.bench.MAX_CALLS; not imported from there: it needs numpy,
+# and `edgevid --help` must not).
+MAX_CALLS = 10_000_000
 
 
 def add_parser(subparsers: Any) -> None:
@@ -49,12 +25,16 @@ def add_parser(subparsers: Any) -> None:
                    help="artifact directory (manifest.json + model files), or a bundle from `edgevid deploy`")
     p.add_argument("--backend", metavar="B",
                    help="onnxruntime | openvino | tensorrt (aliases ort, ov, trt); default: the manifest's target")
-    p.add_argument("--dla-core", type=int, metavar="N", help="tensorrt: build the engine for DLA core N")
-    p.add_argument("--threads", type=_positive, metavar="N", help="backend threads (default: the backend's)")
-    p.add_argument("--warmup", type=_non_negative, default=10, metavar="K", help="untimed calls first (default 10)")
+    p.add_argument("--dla-core", type=argtypes.int_range(0, 15), metavar="N",
+                   help="tensorrt: build the engine for DLA core N (a Jetson has 0 or 1)")
+    p.add_argument("--threads", type=argtypes.threads, metavar="N", help="backend threads (default: the backend's)")
+    p.add_argument("--warmup", type=argtypes.int_range(0, MAX_CALLS), default=10, metavar="K",
+                   help="untimed calls first (default 10)")
     amount = p.add_mutually_exclusive_group()
-    amount.add_argument("--iterations", type=_positive, metavar="N", help="timed calls (default 200)")
-    amount.add_argument("--seconds", type=_seconds, metavar="S", help="time calls for S seconds instead")
+    amount.add_argument("--iterations", type=argtypes.positive, metavar="N",
+                        help=f"timed calls (default 200, at most {MAX_CALLS})")
+    amount.add_argument("--seconds", type=argtypes.seconds, metavar="S",
+                        help="time calls for S seconds instead (at most a week)")
     p.add_argument("--precision-hint", choices=("f32", "bf16", "default"),
                    help="openvino: INFERENCE_PRECISION_HINT to compile with (default: what the export validated, "
                    "f32 for fp32 artifacts; 'default' lets the CPU plugin choose, bf16 where the CPU has it)")

@@ -10,6 +10,8 @@ import json
 import sys
 from collections.abc import Callable
 
+from edgevid.commands import argtypes
+
 
 def _add_synth(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser(
@@ -20,29 +22,25 @@ def _add_synth(sub: argparse._SubParsersAction) -> None:
         "appearing/disappearing, static): a frame-averaging model cannot tell the pairs apart.",
     )
     p.add_argument("-o", "--output", required=True, metavar="DIR", help="folder to create")
-    p.add_argument("--seed", type=int, default=0, help="random seed: same seed, same dataset (default 0)")
-    p.add_argument(
-        "--videos-per-class", type=int, default=30, metavar="N", help="videos per class (default 30)"
-    )
-    p.add_argument("--frames", type=int, default=16, metavar="F", help="frames per video (default 16)")
-    p.add_argument(
-        "--size", type=int, default=112, metavar="S", help="frame width and height in pixels (default 112)"
-    )
-    p.add_argument(
-        "--val-fraction",
-        type=float,
-        default=0.2,
-        metavar="f",
-        help="fraction of each class listed in val.txt (default 0.2)",
-    )
-    p.add_argument("--fps", type=float, default=8.0, help="frame rate written in the files (default 8)")
-    p.add_argument("--still", metavar="BEFORE:AFTER", default="0:0",
+    p.add_argument("--seed", type=argtypes.seed, default=0,
+                   help="random seed: same seed, same dataset (default 0)")
+    p.add_argument("--videos-per-class", type=_videos_per_class, default=30, metavar="N",
+                   help="videos per class (default 30)")
+    p.add_argument("--frames", type=argtypes.int_range(4, argtypes.MAX_FRAMES), default=16, metavar="F",
+                   help="frames per video (default 16)")
+    p.add_argument("--size", type=argtypes.int_range(32, argtypes.MAX_SIDE), default=112, metavar="S",
+                   help="frame width and height in pixels, even (default 112)")
+    p.add_argument("--val-fraction", type=argtypes.float_range(0.0, 1.0, hi_open=True), default=0.2,
+                   metavar="f", help="fraction of each class listed in val.txt (default 0.2)")
+    p.add_argument("--fps", type=argtypes.float_range(0.0, 65535.0, lo_open=True), default=8.0,
+                   help="frame rate written in the files (default 8)")
+    p.add_argument("--still", metavar="BEFORE:AFTER", type=_still, default=(0, 0),
                    help="embed each action in that many still frames before / after it (a static camera scene; "
                    "the test set of --gate), e.g. 48:4")
-    p.add_argument("--noise", type=float, default=0.0, metavar="SIGMA",
-                   help="camera noise on every frame, in grey levels (default 0)")
-    p.add_argument("--drift", type=float, default=0.0, metavar="D",
-                   help="slow brightness drift, grey levels per frame (default 0)")
+    p.add_argument("--noise", type=argtypes.float_range(0.0, 50.0), default=0.0, metavar="SIGMA",
+                   help="camera noise on every frame, in grey levels, 0-50 (default 0)")
+    p.add_argument("--drift", type=argtypes.float_range(-5.0, 5.0), default=0.0, metavar="D",
+                   help="slow brightness drift, grey levels per frame, -5 to 5 (default 0)")
     p.add_argument("--force", action="store_true",
                    help="replace DIR if it holds an earlier `data synth` dataset (never any other folder)")
     p.add_argument("-q", "--quiet", action="store_true", help="no progress bar, summary only")
@@ -50,14 +48,23 @@ def _add_synth(sub: argparse._SubParsersAction) -> None:
     p.set_defaults(func=_run_synth)
 
 
-def _still(text: str) -> tuple[int, int]:
-    from edgevid.errors import EdgevidError
+def _videos_per_class(text: str) -> int:
+    """2 to the generator's ceiling (imported only when the option is used: the generator pulls in
+    OpenCV, and `edgevid --help` must stay instant)."""
+    from edgevid.data.synth import MAX_VIDEOS_PER_CLASS
 
-    try:
-        before, after = (int(x) for x in text.split(":"))
-    except ValueError:
-        raise EdgevidError(f"--still takes BEFORE:AFTER frame counts, e.g. 48:4, got {text!r}") from None
-    return before, after
+    return argtypes.int_range(2, MAX_VIDEOS_PER_CLASS)(text)
+
+
+def _still(text: str) -> tuple[int, int]:
+    """``BEFORE:AFTER`` still-frame counts, each bounded (a typo must not allocate terabytes)."""
+    from edgevid.data.synth import MAX_STILL
+
+    parts = text.split(":")
+    if len(parts) != 2:
+        raise argparse.ArgumentTypeError(f"takes BEFORE:AFTER frame counts, e.g. 48:4, got {text!r}")
+    count = argtypes.int_range(0, MAX_STILL)
+    return count(parts[0]), count(parts[1])
 
 
 def _run_synth(args: argparse.Namespace) -> int:
@@ -73,7 +80,7 @@ def _run_synth(args: argparse.Namespace) -> int:
         fps=args.fps,
         force=args.force,
         progress=not (args.quiet or args.json),
-        still=_still(args.still),
+        still=args.still,
         noise=args.noise,
         drift=args.drift,
     )

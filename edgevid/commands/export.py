@@ -4,10 +4,15 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 from pathlib import Path
 
 # Plain data only (no torch): `edgevid --help` stays instant.
+from edgevid.commands import argtypes
+from edgevid.export.api import MAX_BATCH, MAX_TOLERANCE, MAX_WIDTH_MULT, MIN_WIDTH_MULT
 from edgevid.export.targets import DEFAULT_OPSET, PRECISIONS, TARGETS, target_names
+
+MAX_CALIB_SIZE = 100_000  # calibration clips: far above NNCF's useful few hundred
 
 
 def add_parser(sub: argparse._SubParsersAction) -> None:
@@ -41,22 +46,26 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--calib", metavar="DATA",
                    help="int8: dataset folder to calibrate on (its train split; the val split measures "
                         "INT8 vs FP32). Default: the built-in synthetic set, generated once into the cache")
-    p.add_argument("--calib-size", type=int, metavar="N", help="int8: clips to calibrate on (default 24)")
-    p.add_argument("--max-accuracy-drop", type=float, metavar="X",
+    # The int8 options' ranges are checked with the other int8 options (edgevid.compress.export_int8),
+    # so the types below refuse only what cannot be a number there (nan, 30 digits, over the ceiling).
+    p.add_argument("--calib-size", type=argtypes.int_range(0, MAX_CALIB_SIZE), metavar="N",
+                   help="int8: clips to calibrate on (default 24)")
+    p.add_argument("--max-accuracy-drop", type=argtypes.float_range(-math.inf, math.inf), metavar="X",
                    help="int8: NNCF accuracy-controlled quantization, keeping layers in float until the val "
                         "top-1 drops by at most X (absolute, 0.01 = 1 point)")
-    p.add_argument("--frames", type=int, metavar="T", help="frames per clip (default: the model's)")
-    p.add_argument("--size", type=int, metavar="S", help="input crop size in pixels (default: the model's)")
-    p.add_argument("--opset", type=int,
+    p.add_argument("--frames", type=argtypes.frames, metavar="T", help="frames per clip (default: the model's)")
+    p.add_argument("--size", type=argtypes.side, metavar="S", help="input crop size in pixels (default: the model's)")
+    p.add_argument("--opset", type=argtypes.positive,
                    help=f"ONNX opset (default {DEFAULT_OPSET}, the newest TensorRT 8.5 / 8.6 parse)")
     p.add_argument("--uint8-input", action="store_true",
                    help="the graph takes uint8 RGB crops, channels last, and normalises inside "
                         "(4x less input bandwidth, less host work)")
-    p.add_argument("--batch", type=int, metavar="N",
+    p.add_argument("--batch", type=argtypes.int_range(1, MAX_BATCH), metavar="N",
                    help="fix the batch size (default: dynamic; 1 for tensorrt)")
-    p.add_argument("--width-mult", type=float, metavar="W", help="MobileNetV2 width multiplier (random-init models)")
-    p.add_argument("--tolerance", type=float, metavar="TOL",
-                   help="allowed max |exported - torch| relative to each output's peak "
+    p.add_argument("--width-mult", type=argtypes.float_range(MIN_WIDTH_MULT, MAX_WIDTH_MULT), metavar="W",
+                   help=f"MobileNetV2 width multiplier, {MIN_WIDTH_MULT:g}-{MAX_WIDTH_MULT:g} (random-init models)")
+    p.add_argument("--tolerance", type=argtypes.float_range(0.0, MAX_TOLERANCE), metavar="TOL",
+                   help="allowed max |exported - torch| relative to each output's peak, 0-1 "
                         "(default 1e-3 for fp32, 5e-2 for fp16)")
     p.add_argument("--no-validate", action="store_true", help="skip validation against torch (not recommended)")
     p.add_argument("--force", action="store_true", help="replace DIR if it holds an earlier export")

@@ -7,7 +7,7 @@ import json
 import sys
 from typing import Any
 
-from edgevid.commands.bench import _positive
+from edgevid.commands import argtypes
 
 
 def add_parser(subparsers: Any) -> None:
@@ -30,13 +30,13 @@ def add_parser(subparsers: Any) -> None:
                    help="labelled videos (dataset folder; its val split); default: the built-in held-out "
                    "synthetic set, generated on first use")
     p.add_argument("--split", default="val", help="dataset split (default: %(default)s)")
-    p.add_argument("--videos", type=_positive, metavar="N", help="evaluate on N videos, spread over the classes")
-    p.add_argument("--size", type=_positive, metavar="PX", help="input size to export at (default: the model's)")
+    p.add_argument("--videos", type=argtypes.int_range(1, 100_000), metavar="N", help="evaluate on N videos, spread over the classes")
+    p.add_argument("--size", type=argtypes.side, metavar="PX", help="input size to export at (default: the model's)")
     p.add_argument("--calib", metavar="DIR", help="INT8 calibration data (default: the built-in synthetic set)")
-    p.add_argument("--calib-size", type=_positive, metavar="N", help="INT8 calibration clips")
-    p.add_argument("--threads", type=_positive, metavar="N", help="threads for every backend and torch")
-    p.add_argument("--rounds", type=_positive, metavar="N", help="latency rounds (default 8, --quick 4)")
-    p.add_argument("--block", type=_positive, metavar="N", help="timed calls per variant per round (default 20)")
+    p.add_argument("--calib-size", type=argtypes.int_range(1, 100_000), metavar="N", help="INT8 calibration clips")
+    p.add_argument("--threads", type=argtypes.threads, metavar="N", help="threads for every backend and torch")
+    p.add_argument("--rounds", type=argtypes.int_range(1, 10_000), metavar="N", help="latency rounds (default 8, --quick 4)")
+    p.add_argument("--block", type=argtypes.int_range(1, 10_000), metavar="N", help="timed calls per variant per round (default 20)")
     p.add_argument("--quick", action="store_true",
                    help="stream mode, 11 videos, short latency rounds, INT8 calibrated on 8 clips")
     p.add_argument("--no-efficiency", action="store_true",

@@ -11,23 +11,18 @@ import sys
 import time
 from typing import Any
 
-
-def _positive(text: str) -> int:
-    value = int(text)
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"must be >= 1, got {value}")
-    return value
+from edgevid.commands import sigterm_exits
+from edgevid.commands.argtypes import int_range, positive, seconds
 
 
 def _camera_index(text: str) -> int:
-    # OpenCV crashes (segfault) on a negative index instead of failing.
+    # OpenCV crashes (segfault) on a negative index and overflows past 2**31 - 1.
+    from edgevid.runtime.video import MAX_CAMERA_INDEX
+
     try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"must be a camera index (0, 1, ...), got {text!r}") from None
-    if value < 0:
-        raise argparse.ArgumentTypeError(f"must be a camera index >= 0, got {value}")
-    return value
+        return int_range(0, MAX_CAMERA_INDEX)(text)
+    except argparse.ArgumentTypeError as exc:
+        raise argparse.ArgumentTypeError(f"camera index (0, 1, ...): {exc}") from None
 
 
 def add_parser(subparsers: Any) -> None:
@@ -46,6 +41,8 @@ def add_parser(subparsers: Any) -> None:
     p.add_argument("--triton", metavar="URL",
                    help="run on a Triton server instead (host:port of its gRPC endpoint; see `edgevid triton`)")
     p.add_argument("--model", help="--triton: the model's name in the server's repository")
+    p.add_argument("--timeout", type=seconds, default=30.0, metavar="S",
+                   help="--triton: seconds a request may take before the run stops with an error (default 30)")
     source = p.add_mutually_exclusive_group(required=True)
     source.add_argument("--video", metavar="SRC",
                         help="video file, folder of frames, rtsp://|http:// URL, or GStreamer pipeline")
@@ -54,26 +51,29 @@ def add_parser(subparsers: Any) -> None:
                    help="onnxruntime | openvino | tensorrt (aliases ort, ov, trt); default: the manifest's target")
     p.add_argument("--dla-core", type=int, metavar="N",
                    help="tensorrt: build the engine for DLA core N (Jetson Xavier / Orin NX / AGX Orin), GPU fallback")
-    p.add_argument("--every", type=_positive, metavar="N",
+    p.add_argument("--every", type=positive, metavar="N",
                    help="stream mode: run the model on every N-th frame (default: the frame stride the model "
                    "was trained with, from the manifest); clip mode: predict every N-th sampled frame (default 1)")
-    p.add_argument("--smooth", type=_positive, metavar="K",
+    p.add_argument("--smooth", type=positive, metavar="K",
                    help="average class scores over the last K predictions (default: stream mode, the clip "
                    "length the model was trained with; clip mode, 1)")
-    p.add_argument("--topk", type=_positive, default=5, metavar="K", help="labels per prediction (default 5)")
+    p.add_argument("--topk", type=positive, default=5, metavar="K", help="labels per prediction (default 5)")
     p.add_argument("--json", action="store_true",
                    help="print one JSON object per prediction on stdout, and a final {\"result\": {...}} line")
     p.add_argument("-q", "--quiet", action="store_true",
                    help="no running predictions: print only the final result (and the summary on stderr)")
     p.add_argument("-o", "--output", "--out", dest="out", metavar="FILE",
-                   help="write the video with the running label overlaid (.mp4/.avi/.mkv/.mov)")
-    p.add_argument("--max-frames", type=_positive, metavar="N", help="stop after N frames")
+                   help="write the video with the running label overlaid (.mp4/.avi/.mkv/.mov); an existing file "
+                   "is refused")
+    p.add_argument("--force", action="store_true",
+                   help="with --output: replace an existing annotated video that edgevid wrote (never another file)")
+    p.add_argument("--max-frames", type=positive, metavar="N", help="stop after N frames")
     p.add_argument("--gate", metavar="delta[:T[:POLICY]]",
                    help="stream mode: skip the steps whose frame has not changed since the last processed one "
                    "(mean absolute difference of 32x32 grey thumbnails below T grey levels, default 1.0); POLICY "
                    "defer (default: skipped frames never reach the network) or repeat (the first still frame is "
                    "stepped once more)")
-    p.add_argument("--salient", type=_positive, metavar="K",
+    p.add_argument("--salient", type=positive, metavar="K",
                    help="a recorded video: score every window of the model's clip by motion, run the model only on "
                    "the K windows with most, and print the video's label from them")
     p.set_defaults(func=run)
@@ -128,38 +128,36 @@ class _Printer:
         print(f"result: {verdict} ({counts})", flush=True)
 
 
-def _summary(frames: int, predictions: int, seconds: float, stages: dict[str, list[float]], what: str,
+def _summary(frames: int, predictions: int, seconds: float, stages: dict[str, Any], what: str,
              skipped: int = 0) -> str:
-    import numpy as np
-
     fps = frames / seconds if seconds > 0 else 0.0
     first = f"{frames} frames, {predictions} predictions in {seconds:.2f} s: {fps:.1f} fps end to end [{what}]"
     if skipped:
         first += f"; {skipped} undecodable frames skipped"
     lines = [first, f"{'latency ms':<14}{'mean':>8}{'p50':>8}{'p95':>8}"]
     for stage, values in stages.items():
-        if values:
-            v = np.asarray(values)
-            lines.append(f"  {stage:<12}{v.mean():8.2f}{np.percentile(v, 50):8.2f}{np.percentile(v, 95):8.2f}")
+        if len(values):
+            lines.append(f"  {stage:<12}{values.mean:8.2f}{values.percentile(50):8.2f}{values.percentile(95):8.2f}")
     return "\n".join(lines)
 
 
-def _check_output(out: str, video: str | None) -> None:
-    """Refuse an annotated-video path that is the input video (it would be overwritten)."""
+def _check_output(out: str, video: str | None, force: bool) -> None:
+    """Refuse an annotated-video path that is the input video, or an existing file not ours to replace."""
     import os
     from pathlib import Path
 
     from edgevid.errors import EdgevidError
+    from edgevid.runtime.video import check_replaceable
 
-    if video is None or "://" in video.removeprefix("file://"):
-        return
-    src, dst = Path(video.removeprefix("file://")), Path(out)
-    same = src.resolve() == dst.resolve()
-    if not same and src.exists() and dst.exists():
-        same = os.path.samefile(src, dst)  # hard links, bind mounts
-    if same:
-        raise EdgevidError(f"--output {out} is the input video: writing it would destroy the input; "
-                           "choose another file")
+    if video is not None and "://" not in video.removeprefix("file://"):
+        src, dst = Path(video.removeprefix("file://")), Path(out)
+        same = src.resolve() == dst.resolve()
+        if not same and src.exists() and dst.exists():
+            same = os.path.samefile(src, dst)  # hard links, bind mounts
+        if same:
+            raise EdgevidError(f"--output {out} is the input video: writing it would destroy the input; "
+                               "choose another file")
+    check_replaceable(Path(out), force)
 
 
 def _too_short(runner: Any, frames: int, name: str, max_frames: int | None) -> str:
@@ -191,7 +189,7 @@ def _run_salient(runner: Any, args: argparse.Namespace) -> int:
     """--salient K: the K most moving windows of the video, one label from them."""
     from edgevid.runtime.salient import run_salient
 
-    result = run_salient(runner, args.video, args.salient)
+    result = run_salient(runner, args.video, args.salient, max_frames=args.max_frames)
     if args.json:
         print(json.dumps({"result": result.to_dict()}), flush=True)
     else:
@@ -216,7 +214,7 @@ def _runner(args: argparse.Namespace) -> Any:
             raise EdgevidError("--triton needs --model NAME (the model's name in the server's repository)")
         from edgevid.runtime.remote import connect
 
-        return connect(args.triton, args.model)
+        return connect(args.triton, args.model, timeout=args.timeout)
     if args.model:
         raise EdgevidError("--model names a model on a Triton server: use it with --triton URL")
     if not args.artifact:
@@ -230,21 +228,25 @@ def run(args: argparse.Namespace) -> int:
     """Run the artifact on the source; returns the exit code."""
     from edgevid import runtime
     from edgevid.errors import EdgevidError
+    from edgevid.runtime.stats import LatencyStats
     from edgevid.runtime.video import AnnotatedWriter
 
+    if args.force and not args.out:
+        raise EdgevidError("--force only applies to --output")
     if args.out:
-        _check_output(args.out, args.video)
-    stages: dict[str, list[float]] = {"decode": [], "preprocess": [], "infer": []}
+        _check_output(args.out, args.video, args.force)
+    # Constant memory however long the run: a camera may be watched for months.
+    stages = {"decode": LatencyStats(), "preprocess": LatencyStats(), "infer": LatencyStats()}
     frames = predictions = warmup = 0
     interrupted = False
     printer = _Printer(args.json, args.quiet)
     gate = _gate(args)
-    with _runner(args) as runner:
+    with sigterm_exits(), _runner(args) as runner:
         if args.salient:
             return _run_salient(runner, args)
         session = runtime.open_session(runner, topk=args.topk, smooth=args.smooth, every=args.every, gate=gate)
         source = runtime.open_source(args.camera if args.camera is not None else args.video)
-        writer = AnnotatedWriter(args.out, source.fps) if args.out else None
+        writer = AnnotatedWriter(args.out, source.fps, force=args.force) if args.out else None
         what = f"{runner.name}, {runner.manifest.mode} mode, {source.name}"
         start = time.perf_counter()
         try:
@@ -254,14 +256,14 @@ def run(args: argparse.Namespace) -> int:
                 frame = next(frames_iter, None)
                 if frame is None:
                     break
-                stages["decode"].append((time.perf_counter() - t0) * 1e3)
+                stages["decode"].add((time.perf_counter() - t0) * 1e3)
                 frames += 1
                 pred = session.push(frame)
                 if pred is not None:
                     predictions += 1
                     warmup += pred.warmup
-                    stages["preprocess"].append(pred.latency_ms["preprocess"])
-                    stages["infer"].append(pred.latency_ms["infer"])
+                    stages["preprocess"].add(pred.latency_ms["preprocess"])
+                    stages["infer"].add(pred.latency_ms["infer"])
                     printer.show(pred)
                 if writer is not None:
                     last = session.last

@@ -4,15 +4,21 @@ from __future__ import annotations
 
 import argparse
 import json
+import signal
 import sys
-import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+
+from edgevid.commands import argtypes
+from edgevid.export.triton import MAX_BATCH, MAX_INSTANCES  # light: no heavy imports there
 
 
-def _positive(text: str) -> int:
-    value = int(text)
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"must be >= 1, got {value}")
-    return value
+class _Stopped(Exception):
+    """SIGTERM / SIGHUP while serving: stop the server, then exit with 128 + the signal."""
+
+    def __init__(self, signum: int) -> None:
+        super().__init__(signum)
+        self.signum = signum
 
 
 def add_parser(sub: argparse._SubParsersAction) -> None:
@@ -34,10 +40,11 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     w.add_argument("--tensorrt-ep", action="store_true",
                    help="production onnxruntime: run through ONNX Runtime's TensorRT execution provider (FP16)")
     w.add_argument("--name", help="model name in the repository (default: the artifact's model)")
-    w.add_argument("--max-batch", type=_positive, default=8, metavar="N",
+    w.add_argument("--max-batch", type=argtypes.int_range(1, MAX_BATCH), default=8, metavar="N",
                    help="sequences batched per execution (the sequence batcher's slots; default 8)")
-    w.add_argument("--instances", type=_positive, default=1, metavar="N", help="model instances (default 1)")
-    w.add_argument("--max-idle", type=float, default=60.0, metavar="S",
+    w.add_argument("--instances", type=argtypes.int_range(1, MAX_INSTANCES), default=1, metavar="N",
+                   help="model instances (default 1)")
+    w.add_argument("--max-idle", type=argtypes.seconds, default=60.0, metavar="S",
                    help="seconds a sequence may go without a request before its state is released (default 60)")
     w.add_argument("--force", action="store_true", help="replace a model of that name that edgevid wrote")
     w.add_argument("-q", "--quiet", action="store_true", help="print nothing but errors")
@@ -45,7 +52,7 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     w.set_defaults(func=run_write)
     s = tsub.add_parser("serve", help="run a local CPU Triton server on a repository (from the nvidia-pytriton wheel)")
     s.add_argument("repository", metavar="REPO", help="the model repository folder")
-    s.add_argument("--seconds", type=float, metavar="S", help="stop after S seconds (default: run until Ctrl-C)")
+    s.add_argument("--seconds", type=argtypes.seconds, metavar="S", help="stop after S seconds (default: run until Ctrl-C)")
     s.add_argument("-q", "--quiet", action="store_true", help="print only the URLs")
     s.add_argument("--json", action="store_true", help="print the URLs as JSON")
     s.set_defaults(func=run_serve)
@@ -62,26 +69,44 @@ def run_write(args: argparse.Namespace) -> int:
         print(json.dumps(info, indent=2))
     elif not args.quiet:
         print(f"wrote model {info['model']!r} ({info['flavour']}, {info['backend']}) into {args.output}; "
-              f"see {args.output}/README.md")
+              f"see {info['readme']}")
     return 0
 
 
+@contextmanager
+def _stopped_by_signals() -> Iterator[None]:
+    """While inside, SIGTERM and SIGHUP raise ``_Stopped`` (once: later ones are ignored while the server stops)."""
+
+    def on_signal(signum: int, frame: object) -> None:
+        for sig in (signal.SIGTERM, signal.SIGHUP):
+            signal.signal(sig, signal.SIG_IGN)
+        raise _Stopped(signum)
+
+    previous = {sig: signal.signal(sig, on_signal) for sig in (signal.SIGTERM, signal.SIGHUP)}
+    try:
+        yield
+    finally:
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
+
+
 def run_serve(args: argparse.Namespace) -> int:
-    """Serve until Ctrl-C (or --seconds)."""
+    """Serve until Ctrl-C, SIGTERM or --seconds; a server that fails or dies is one line (its log is kept)."""
     from edgevid.export.triton_server import LocalServer
 
-    with LocalServer(args.repository) as server:
-        urls = {"grpc": server.grpc_url, "http": server.http_url, "pid": server.process.pid}
-        if args.json:
-            print(json.dumps(urls), flush=True)
-        else:
-            print(f"grpc {server.grpc_url}  http {server.http_url}  (pid {server.process.pid})", flush=True)
-            if not args.quiet:
-                print("Ctrl-C stops the server", file=sys.stderr, flush=True)
-        try:
-            deadline = time.monotonic() + args.seconds if args.seconds else None
-            while server.process.poll() is None and (deadline is None or time.monotonic() < deadline):
-                time.sleep(0.2)
-        except KeyboardInterrupt:
-            pass
+    server = LocalServer(args.repository)
+    try:
+        with _stopped_by_signals(), server:
+            urls = {"grpc": server.grpc_url, "http": server.http_url, "pid": server.server_pid}
+            if args.json:
+                print(json.dumps(urls), flush=True)
+            else:
+                print(f"grpc {server.grpc_url}  http {server.http_url}  (pid {server.server_pid})", flush=True)
+                if not args.quiet:
+                    print("Ctrl-C stops the server", file=sys.stderr, flush=True)
+            server.wait(args.seconds)
+    except KeyboardInterrupt:
+        pass
+    except _Stopped as stopped:
+        return 128 + stopped.signum
     return 0

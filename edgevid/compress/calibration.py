@@ -28,7 +28,7 @@ from typing import Any
 
 import numpy as np
 
-from edgevid.cache import cache_dir
+from edgevid.cache import cache_dir, ensure_dir
 from edgevid.errors import EdgevidError
 from edgevid.manifest import Preprocess, StatePair
 
@@ -90,6 +90,7 @@ def default_calibration_data(progress: bool = False) -> Path:
 
     root = cache_dir() / f"calib-synth-v{GENERATOR_VERSION}-seed{_SYNTH_SEED}-n{_SYNTH_VIDEOS_PER_CLASS}"
     if not (root / "val.txt").is_file():
+        ensure_dir(cache_dir(), "the edgevid cache")
         try:
             generate_dataset(root, seed=_SYNTH_SEED, videos_per_class=_SYNTH_VIDEOS_PER_CLASS,
                              val_fraction=0.25, force=True, progress=progress)

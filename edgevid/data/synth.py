@@ -31,10 +31,10 @@ Torch-free: numpy and OpenCV only.
 from __future__ import annotations
 
 import json
+import math
 import os
 import shutil
 import time
-import uuid
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -43,6 +43,7 @@ import numpy as np
 
 from edgevid.data.video_io import read_frames, write_video
 from edgevid.errors import EdgevidError
+from edgevid.manifest import MAX_CROP, MAX_FRAMES
 
 GENERATOR_VERSION = 1  # bump when rendering changes, so datasets on disk can be told apart
 MARKER = "synth.json"  # generator parameters; also marks a folder `data synth --force` may replace
@@ -306,19 +307,111 @@ def clip_rng(seed: int, class_index: int, video_index: int) -> np.random.Generat
 
 # ---------------------------------------------------------------- dataset writing
 
+# Bounds of what one run may ask for: far above a real use, far below what exhausts a machine.
+# Frames per video and frame size share the manifest's ceilings (what a model could ever take).
+MAX_VIDEOS_PER_CLASS = 100_000
+MAX_STILL = 10_000  # still frames on either side of an action
+_MPEG4_MAX_TIMEBASE = 65535  # MPEG-4 part 2 stores the time base denominator in 16 bits
+_LOW_DISK = 1 << 20  # free bytes under which a failed write is taken for a full disk
 
-def _check_args(videos_per_class: int, frames: int, size: int, val_fraction: float, fps: float) -> None:
-    if videos_per_class < 2:
-        raise EdgevidError(f"--videos-per-class must be >= 2, got {videos_per_class}")
-    if frames < 4:
-        raise EdgevidError(f"--frames must be >= 4 (order needs a few frames), got {frames}")
-    if size < 32 or size % 2:
+
+def _check_args(videos_per_class: int, frames: int, size: int, val_fraction: float, fps: float,
+                still: tuple[int, int], noise: float, drift: float) -> None:
+    """Refuse a parameter out of range (the CLI's types check the same at parse time)."""
+    if not 2 <= videos_per_class <= MAX_VIDEOS_PER_CLASS:
+        raise EdgevidError(f"--videos-per-class must be between 2 and {MAX_VIDEOS_PER_CLASS}, got {videos_per_class}")
+    if not 4 <= frames <= MAX_FRAMES:
+        raise EdgevidError(f"--frames must be between 4 (order needs a few frames) and {MAX_FRAMES}, got {frames}")
+    if not 32 <= size <= MAX_CROP or size % 2:
         # MPEG-4 needs even frame sizes; below 32 px the shapes are a few pixels.
-        raise EdgevidError(f"--size must be an even number >= 32, got {size}")
-    if not 0.0 <= val_fraction < 1.0:
+        raise EdgevidError(f"--size must be an even number between 32 and {MAX_CROP}, got {size}")
+    if not 0.0 <= val_fraction < 1.0:  # also refuses nan
         raise EdgevidError(f"--val-fraction must be in [0, 1), got {val_fraction}")
-    if fps <= 0:
-        raise EdgevidError(f"fps must be > 0, got {fps}")
+    if not all(0 <= n <= MAX_STILL for n in still):
+        raise EdgevidError(f"--still frames must be between 0 and {MAX_STILL} on either side, got {still}")
+    if not 0 <= noise <= 50 or not -5 <= drift <= 5:  # also refuses nan
+        raise EdgevidError(f"noise must be within [0, 50] and drift within [-5, 5] grey levels, "
+                           f"got noise {noise:g}, drift {drift:g}")
+    check_mpeg4_fps(fps)
+
+
+def check_mpeg4_fps(fps: float) -> None:
+    """Refuse a frame rate OpenCV cannot write to an mp4v file, before any file is opened.
+
+    OpenCV turns ``fps`` into the time base ``base/rate`` (``base`` a power of ten, ``rate``
+    within 0.001 of ``fps * base``); MPEG-4 refuses a rate of 0 or one above 65535. Without
+    this check such a rate fails inside OpenCV with a message about a missing encoder
+    (and ``inf`` never leaves OpenCV's loop).
+    """
+    if not math.isfinite(fps) or fps <= 0:
+        raise EdgevidError(f"--fps must be a finite number > 0, got {fps}")
+    rate, base = int(fps + 0.5), 1
+    while abs(rate / base - fps) > 0.001 and base < 10**12:  # OpenCV's own loop (cap_ffmpeg_impl.hpp)
+        base *= 10
+        rate = int(fps * base + 0.5)
+    if rate == 0:
+        raise EdgevidError(f"--fps {fps} is too low for an MPEG-4 file (it must be above 0.001)")
+    if rate // math.gcd(rate, base) > _MPEG4_MAX_TIMEBASE:
+        raise EdgevidError(f"--fps {fps} cannot be written to an MPEG-4 file: its time base would be "
+                           f"{base}/{rate} s and MPEG-4 allows 1/{_MPEG4_MAX_TIMEBASE} at most; use fewer decimals "
+                           f"(e.g. {round(fps, 1):g})")
+
+
+def _gib(n: float) -> str:
+    return f"{n / 2**30:.1f} GiB" if n >= 2**30 else f"{n / 2**20:.1f} MiB"
+
+
+def _available_memory() -> int | None:
+    """Bytes of memory available to a new allocation (Linux MemAvailable), or None if unknown."""
+    try:
+        with open("/proc/meminfo") as fh:
+            for line in fh:
+                if line.startswith("MemAvailable:"):
+                    return int(line.split()[1]) * 1024
+    except (OSError, ValueError, IndexError):
+        pass
+    try:
+        return os.sysconf("SC_AVPHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
+    except (OSError, ValueError, AttributeError):
+        return None
+
+
+def _nearest_folder(path: Path) -> Path:
+    while not path.is_dir() and path != path.parent:
+        path = path.parent
+    return path
+
+
+def _check_resources(out: Path, videos: int, frames: int, size: int, still: tuple[int, int],
+                     noise: float, drift: float) -> None:
+    """Refuse a dataset that cannot fit on the disk, or one video that cannot fit in memory.
+
+    Both are estimates, made before anything is written. The disk one is a lower bound, so a
+    refusal is certain: mp4v at OpenCV's default bitrate writes at least a byte per 1000
+    pixels of a moving frame and per 4096 of a still one (measured above that at 32 to 2048
+    px). The memory one adds up the arrays one video goes through (rendering, the float
+    copies of ``embed_in_still``, the decoded check).
+    """
+    total = frames + sum(still)
+    need_disk = videos * (frames * (size * size // 1000 + 20) + sum(still) * (size * size // 4096 + 8) + 1024)
+    folder = _nearest_folder(out.parent)
+    try:
+        usage = shutil.disk_usage(folder)
+    except OSError:
+        usage = None
+    free = usage.free if usage is not None and usage.total else None  # a size-less file system says nothing
+    if free is not None and need_disk > free:
+        raise EdgevidError(f"cannot write {out}: {videos} videos of {total} frames at {size}x{size} px need at least "
+                           f"{_gib(need_disk)} of disk space, and {folder} has {_gib(free)} free; ask for fewer "
+                           "videos, frames or a smaller --size")
+    raw = total * size * size * 3  # one video's uint8 frames
+    embed = still != (0, 0) or noise or drift
+    need_memory = raw * (4 + (9 if embed else 0) + (12 if noise else 0))
+    available = _available_memory()
+    if available is not None and need_memory > available:
+        raise EdgevidError(f"one video of {total} frames at {size}x{size} px needs about {_gib(need_memory)} of memory, "
+                           f"and this machine has {_gib(available)} available; use fewer frames (--frames, --still) "
+                           "or a smaller --size")
 
 
 def _prepare_target(out: Path, force: bool) -> None:
@@ -357,17 +450,45 @@ def _val_count(n: int, val_fraction: float) -> int:
 
 
 def _write_one(path: Path, label: str, rng: np.random.Generator, size: int, frames: int, fps: float,
-               still: tuple[int, int] = (0, 0), noise: float = 0.0, drift: float = 0.0) -> None:
+               still: tuple[int, int] = (0, 0), noise: float = 0.0, drift: float = 0.0,
+               shown: str | os.PathLike | None = None) -> None:
+    """Render, encode and check one video (``shown``: the path messages name, default ``path``)."""
     clip, _ = render_clip(label, rng, size, frames)
     if still != (0, 0) or noise or drift:
         clip = embed_in_still(clip, still[0], still[1], noise, drift, rng)
-    write_video(path, clip, fps)
-    decoded = read_frames(path)  # an OpenCV without a working mp4v encoder must fail here, not in training
-    if decoded.shape != clip.shape:
-        raise EdgevidError(
-            f"{path} decodes to frames of shape {decoded.shape}, expected {clip.shape}: "
-            "this OpenCV build's mp4v writer is broken"
-        )
+    try:
+        write_video(path, clip, fps)
+        decoded = read_frames(path)  # an OpenCV without a working mp4v encoder must fail here, not in training
+        if decoded.shape != clip.shape:
+            raise EdgevidError(
+                f"{path} decodes to frames of shape {decoded.shape}, expected {clip.shape}: "
+                "this OpenCV build's mp4v writer is broken"
+            )
+    except EdgevidError as exc:
+        # OpenCV reports no write error: a full disk or a file size limit shows up as a writer
+        # that does not open or a file that does not decode. Say which, rather than blame the
+        # file or the encoder.
+        cause = _write_limit(path)
+        if cause is not None:
+            raise EdgevidError(f"cannot write {shown or path}: {cause}") from exc
+        raise
+
+
+def _write_limit(video: Path) -> str | None:
+    """Why ``video`` could not be written in full (the file size limit, a full disk), or None."""
+    import resource
+
+    try:
+        written = video.stat().st_size if video.exists() else 0
+        free = shutil.disk_usage(video.parent).free
+    except OSError:
+        return None
+    limit = resource.getrlimit(resource.RLIMIT_FSIZE)[0]
+    if limit != resource.RLIM_INFINITY and written >= limit - (64 << 10):  # FFmpeg writes in 32 KiB blocks
+        return f"the file reached this process's file size limit ({limit} bytes, `ulimit -f`)"
+    if free < _LOW_DISK:
+        return f"no space left on the device ({_gib(free)} free)"
+    return None
 
 
 def generate_dataset(
@@ -390,77 +511,61 @@ def generate_dataset(
     last frame held), with ``noise`` (grey levels) and ``drift`` (grey levels per frame): the
     built-in test set for frame-delta gating (``edgevid.runtime.gating``).
 
-    Generated into a temporary folder next to ``out_dir`` and renamed into place at the
-    end, so an interrupted run never leaves a half dataset. An existing non-empty
-    ``out_dir`` is refused unless ``force``. Same ``seed`` -> identical lists and frames.
+    Generated into a staged folder next to ``out_dir`` (``edgevid.export.staging``, as
+    exports are) and renamed into place at the end: an interrupted run (an error, Ctrl-C,
+    SIGTERM) leaves nothing, and the staged folder of a killed run is removed by the next
+    run to the same place. An existing non-empty ``out_dir`` is refused unless ``force``.
+    Same ``seed`` -> identical lists and frames.
     """
     from tqdm import tqdm  # only the writer needs it
 
-    from edgevid.manifest import check_writable, write_error
+    from edgevid.export.staging import staged_directory
+    from edgevid.manifest import check_writable
 
-    _check_args(videos_per_class, frames, size, val_fraction, fps)
-    if min(still) < 0 or not 0 <= noise <= 50 or abs(drift) > 5:
-        raise EdgevidError(f"still frames must be >= 0, noise within [0, 50] and drift within [-5, 5] grey levels, "
-                           f"got still {still}, noise {noise:g}, drift {drift:g}")
+    still = (int(still[0]), int(still[1]))
+    _check_args(videos_per_class, frames, size, val_fraction, fps, still, noise, drift)
     out = Path(out_dir).resolve()  # a name and a parent even for "." or "ds/"
     _prepare_target(out, force)
-    check_writable(out)
-    try:
-        out.parent.mkdir(parents=True, exist_ok=True)
-        tmp = out.parent / f".{out.name}.tmp-{uuid.uuid4().hex[:8]}"
-        tmp.mkdir()
-    except OSError as exc:
-        raise write_error(out, exc) from exc
+    check_writable(out)  # before the estimates: a folder that takes no files is the first thing to say
+    _check_resources(out, videos_per_class * len(CLASSES), frames, size, still, noise, drift)
     started = time.perf_counter()
-    try:
-        n_val = _val_count(videos_per_class, val_fraction)
-        train_lines, val_lines = [], []
+    n_val = _val_count(videos_per_class, val_fraction)
+    train_lines: list[str] = []
+    val_lines: list[str] = []
+    # An empty folder is ours to fill without --force; _prepare_target refused anything else.
+    with staged_directory(out, force=force or out.is_dir(), marker=MARKER) as tmp:
         jobs = [(c, name, v) for c, name in enumerate(CLASSES) for v in range(videos_per_class)]
         for name in CLASSES:
             (tmp / name).mkdir()
         for c, name, v in tqdm(jobs, desc="synth videos", unit="video", disable=not progress):
             rel = f"{name}/{name}_{v:03d}.mp4"
-            _write_one(tmp / rel, name, clip_rng(seed, c, v), size, frames, fps, still, noise, drift)
+            _write_one(tmp / rel, name, clip_rng(seed, c, v), size, frames, fps, still, noise, drift,
+                       shown=out / rel)
             # The last n_val videos of each class are val: a stratified, seed-independent split.
             (val_lines if v >= videos_per_class - n_val else train_lines).append(f"{rel} {c}\n")
         (tmp / "classes.txt").write_text("".join(f"{name}\n" for name in CLASSES))
         (tmp / "train.txt").write_text("".join(train_lines))
         (tmp / "val.txt").write_text("".join(val_lines))
-        params = {
-            "generator": "edgevid.data.synth",
-            "version": GENERATOR_VERSION,
-            "seed": seed,
-            "videos_per_class": videos_per_class,
-            "frames": frames,
-            "size": size,
-            "fps": fps,
-            "val_fraction": val_fraction,
-            "still": list(still),
-            "noise": noise,
-            "drift": drift,
-            "classes": list(CLASSES),
-            "order_pairs": ORDER_PAIRS,
-        }
-        (tmp / MARKER).write_text(json.dumps(params, indent=2) + "\n")
-        _replace_dir(tmp, out)
-    except BaseException as exc:
-        shutil.rmtree(tmp, ignore_errors=True)
-        if isinstance(exc, OSError):  # full disk, folder gone read-only: one line naming the folder
-            raise write_error(out, exc) from exc
-        raise
+        (tmp / MARKER).write_text(json.dumps(_params(seed, videos_per_class, frames, size, fps, val_fraction,
+                                                     still, noise, drift), indent=2) + "\n")
     return SynthSummary(out, CLASSES, len(train_lines), len(val_lines), time.perf_counter() - started)
 
 
-def _replace_dir(src: Path, dst: Path) -> None:
-    """Move ``src`` to ``dst``; an existing ``dst`` is moved aside first and deleted after."""
-    if not dst.exists():
-        os.rename(src, dst)
-        return
-    old = dst.parent / f".{dst.name}.old-{uuid.uuid4().hex[:8]}"
-    os.rename(dst, old)
-    try:
-        os.rename(src, dst)
-    except BaseException:
-        os.rename(old, dst)  # put the previous dataset back
-        raise
-    shutil.rmtree(old, ignore_errors=True)
+def _params(seed: int, videos_per_class: int, frames: int, size: int, fps: float, val_fraction: float,
+            still: tuple[int, int], noise: float, drift: float) -> dict:
+    """The generator parameters recorded in ``synth.json`` (provenance, and the mark of our folder)."""
+    return {
+        "generator": "edgevid.data.synth",
+        "version": GENERATOR_VERSION,
+        "seed": seed,
+        "videos_per_class": videos_per_class,
+        "frames": frames,
+        "size": size,
+        "fps": fps,
+        "val_fraction": val_fraction,
+        "still": list(still),
+        "noise": noise,
+        "drift": drift,
+        "classes": list(CLASSES),
+        "order_pairs": ORDER_PAIRS,
+    }

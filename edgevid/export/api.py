@@ -21,12 +21,29 @@ from typing import Any, Protocol
 from edgevid.errors import EdgevidError, EdgevidWarning
 from edgevid.export.staging import check_destination, staged_directory
 from edgevid.export.targets import DEFAULT_OPSET, Target, check_opset, check_precision, get_target
-from edgevid.manifest import Manifest, Preprocess, Sampling, StatePair, TensorSpec, sha256_file
+from edgevid.manifest import (
+    MAX_CROP,
+    MAX_ELEMENTS,
+    MAX_FRAMES,
+    Manifest,
+    Preprocess,
+    Sampling,
+    StatePair,
+    TensorSpec,
+    sha256_file,
+)
 
 ONNX_FILE = "model.onnx"
 XML_FILE = "model.xml"
 ENGINE_FILE = "model.engine"
 MODES = ("clip", "stream")
+# Bounds on what an export may be asked for (the CLI's argument types use the same): a typo
+# must be one line, not a MemoryError deep in torch. Frames and crop size share the
+# manifest's ceilings, and the input tensor its per-tensor ceiling: the runtime would refuse
+# an artifact past them.
+MAX_BATCH = 1024
+MIN_WIDTH_MULT, MAX_WIDTH_MULT = 0.05, 8.0  # what a checkpoint's config may say (edgevid.models)
+MAX_TOLERANCE = 1.0  # relative to each output's peak: above 1 nothing is compared any more
 
 
 class RandomWeightsWarning(EdgevidWarning):
@@ -116,11 +133,7 @@ def export_model(model: str, out_dir: str | os.PathLike | None = None, *, checkp
     mode = mode or ("stream" if config.can_stream else "clip")
     if mode not in MODES:
         raise EdgevidError(f"unknown mode {mode!r}; choose one of {', '.join(MODES)}")
-    for name, value in (("frames", frames), ("size", size), ("batch", batch), ("num_classes", num_classes)):
-        if value is not None and value < 1:
-            raise EdgevidError(f"{name} must be a positive integer, got {value}")
-    if tolerance is not None and tolerance < 0:
-        raise EdgevidError(f"tolerance must be >= 0, got {tolerance}")
+    _check_numbers(frames, size, batch, num_classes, width_mult, tolerance)
     if batch is None and target_spec.static_shapes:
         batch = 1
     if mode == "stream" and batch not in (None, 1):
@@ -140,6 +153,7 @@ def export_model(model: str, out_dir: str | os.PathLike | None = None, *, checkp
     frames = frames or net.config.frames
     size = size or net.config.input_size
     net.config.check_input(frames, size)
+    _check_input_size(mode, frames, size, batch)
     preprocess = _preprocess_for(net.config, size, uint8_input)
     streaming = None
     if mode == "stream":
@@ -152,6 +166,30 @@ def export_model(model: str, out_dir: str | os.PathLike | None = None, *, checkp
                                 validate=validate, tolerance=tolerance, quantizer=quantizer)
     status.done(out)
     return manifest
+
+
+def _check_numbers(frames: int | None, size: int | None, batch: int | None, num_classes: int | None,
+                   width_mult: float | None, tolerance: float | None) -> None:
+    """Refuse a count out of range or a number that is not finite, before any model is built."""
+    for name, value, hi in (("frames", frames, MAX_FRAMES), ("size", size, MAX_CROP), ("batch", batch, MAX_BATCH),
+                            ("num_classes", num_classes, 100_000)):
+        if value is not None and (isinstance(value, bool) or not isinstance(value, int) or not 1 <= value <= hi):
+            raise EdgevidError(f"{name} must be an integer between 1 and {hi}, got {value}")
+    if width_mult is not None and not MIN_WIDTH_MULT <= width_mult <= MAX_WIDTH_MULT:  # also refuses nan
+        raise EdgevidError(f"width_mult must be in [{MIN_WIDTH_MULT:g}, {MAX_WIDTH_MULT:g}], got {width_mult}")
+    if tolerance is not None and not 0.0 <= tolerance <= MAX_TOLERANCE:
+        raise EdgevidError(f"tolerance must be in [0, {MAX_TOLERANCE:g}], got {tolerance}")
+
+
+def _check_input_size(mode: str, frames: int, size: int, batch: int | None) -> None:
+    """Refuse an input tensor past the manifest's per-tensor ceiling (the runtime would refuse it),
+    before torch allocates the example inputs and the validation clips."""
+    per_call = (batch or 1) * (frames if mode == "clip" else 1) * 3 * size * size
+    if per_call > MAX_ELEMENTS:
+        what = f"{frames} frames" if mode == "clip" else "one frame"
+        raise EdgevidError(f"a {mode} input of {what} at {size}x{size} px{f' x batch {batch}' if batch else ''} has "
+                           f"{per_call} values, more than the {MAX_ELEMENTS} a manifest allows per tensor; use fewer "
+                           "--frames, a smaller --size or --batch")
 
 
 def _device_profile(device: str | None) -> Any:

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import json
 import os
+import sys
 import time
 
 import numpy as np
@@ -29,6 +30,10 @@ class TritonPythonModel:
     """edgevid.runtime behind Triton's sequence batcher."""
 
     def initialize(self, args: dict) -> None:
+        # The server's working directory is nobody's promise: a folder named `edgevid` there must
+        # not shadow the installed package (the stub's sys.path has the working directory on it).
+        cwd = os.getcwd()
+        sys.path[:] = [p for p in sys.path if p not in ("", ".", cwd)]
         from edgevid import runtime
 
         config = json.loads(args["model_config"])

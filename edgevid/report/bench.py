@@ -23,11 +23,15 @@ from typing import Any
 
 import numpy as np
 
+from edgevid.commands import argtypes
 from edgevid.errors import EdgevidError
 
 BENCH_SCHEMA_VERSION = 1
 PRECISION_HINTS = ("f32", "bf16", "default")
 PERCENTILES = (50, 90, 99)
+# The timed loop's bounds: a typo must not run for ever or grow the list of timings without end.
+MAX_CALLS = 10_000_000  # warm-up or timed calls (80 MB of timings)
+MAX_SECONDS = argtypes.MAX_SECONDS  # a week, as `--seconds` parses it
 
 
 def example_frame(manifest: Any, seed: int = 0) -> np.ndarray:
@@ -79,7 +83,7 @@ def time_calls(fn: Callable[[], object], *, warmup: int, iterations: int | None 
             fn()
             times.append((time.perf_counter() - t0) * 1e3)
             bar.update(1)
-            if iterations is not None and len(times) >= iterations:
+            if (iterations is not None and len(times) >= iterations) or len(times) >= MAX_CALLS:
                 break
             if deadline is not None and time.perf_counter() >= deadline:
                 break
@@ -195,6 +199,16 @@ def runner_options(backend: str, threads: int | None, precision_hint: str | None
     return opts
 
 
+def check_loop(warmup: int, iterations: int | None, seconds: float | None) -> None:
+    """Refuse a timed loop that would not end (``inf`` seconds) or outgrow memory, before loading anything."""
+    if iterations is not None and not 1 <= iterations <= MAX_CALLS:
+        raise EdgevidError(f"--iterations must be between 1 and {MAX_CALLS}, got {iterations}")
+    if seconds is not None and not 0 < seconds <= MAX_SECONDS:  # also refuses nan
+        raise EdgevidError(f"--seconds must be > 0 and at most {MAX_SECONDS:g} (a week), got {seconds}")
+    if not 0 <= warmup <= MAX_CALLS:
+        raise EdgevidError(f"--warmup must be between 0 and {MAX_CALLS}, got {warmup}")
+
+
 def bench_artifact(artifact: str | os.PathLike, backend: str | None = None, *, threads: int | None = None,
                    warmup: int = 10, iterations: int | None = None, seconds: float | None = None,
                    precision_hint: str | None = None, progress: bool = False,
@@ -209,12 +223,7 @@ def bench_artifact(artifact: str | os.PathLike, backend: str | None = None, *, t
     from edgevid import runtime
     from edgevid.report.machine import describe_machine
 
-    if iterations is not None and iterations < 1:
-        raise EdgevidError(f"--iterations must be >= 1, got {iterations}")
-    if seconds is not None and not seconds > 0:
-        raise EdgevidError(f"--seconds must be > 0, got {seconds}")
-    if warmup < 0:
-        raise EdgevidError(f"--warmup must be >= 0, got {warmup}")
+    check_loop(warmup, iterations, seconds)
     if iterations is None and seconds is None:
         iterations = 200
     artifact = resolve_artifact(artifact)

@@ -20,11 +20,12 @@ SALIENT_K = 2
 
 def builtin_still_data(progress: bool = False) -> Path:
     """The built-in set with still stretches, in the cache (generated once, a few seconds)."""
-    from edgevid.cache import cache_dir
+    from edgevid.cache import cache_dir, ensure_dir
     from edgevid.data.synth import GENERATOR_VERSION, generate_dataset
 
     root = cache_dir() / f"still-synth-v{GENERATOR_VERSION}-seed{SEED}-n{PER_CLASS}-{STILL[0]}x{STILL[1]}"
     if not (root / "val.txt").is_file():
+        ensure_dir(cache_dir(), "the edgevid cache")
         generate_dataset(root, seed=SEED, videos_per_class=PER_CLASS, frames=16, size=112, val_fraction=0.5,
                          still=STILL, noise=NOISE, force=True, progress=progress)
     return root

@@ -129,18 +129,14 @@ def ensure_artifact(spec: BuildSpec, cache: Path, *, progress: bool = False) -> 
 
     The export is atomic (staged then renamed), so an interrupted build leaves no entry.
     """
-    from edgevid.runtime import ArtifactError, open_artifact
+    from edgevid.cache import ensure_dir
 
     out = artifact_dir(cache, spec)
-    if (out / "manifest.json").is_file():
-        try:
-            open_artifact(out)
-            return out, True, 0.0
-        except ArtifactError:
-            pass  # a damaged cache entry: rebuilt below (force)
+    if _reusable(out, spec):
+        return out, True, 0.0
     from edgevid.pipeline import export
 
-    cache.mkdir(parents=True, exist_ok=True)
+    ensure_dir(cache, "the report's artifact cache")
     t0 = time.perf_counter()
     options: dict[str, Any] = {}
     if spec.precision == "int8":
@@ -149,6 +145,28 @@ def ensure_artifact(spec: BuildSpec, cache: Path, *, progress: bool = False) -> 
            precision=spec.precision, size=spec.size, frames=spec.frames, validate=True, progress=progress,
            force=True, **options)
     return out, False, time.perf_counter() - t0
+
+
+def _reusable(out: Path, spec: BuildSpec) -> bool:
+    """True if the cache entry ``out`` is intact and was built from ``spec``; else it is rebuilt.
+
+    Every file is checked against the hash its manifest records (a flipped byte would otherwise
+    fail every later report until the user deleted the entry by hand), and the manifest against
+    the spec: an entry replaced by an export of another checkpoint, mode or precision is not reused.
+    """
+    from edgevid.runtime import open_artifact
+
+    if not (out / "manifest.json").is_file():
+        return False
+    try:
+        artifact = open_artifact(out)
+        for role in artifact.manifest.files:
+            artifact.verified_file(role)
+    except EdgevidError:
+        return False  # ArtifactError, ManifestError: a damaged entry
+    m = artifact.manifest
+    return (m.provenance.get("checkpoint_sha256") == spec.checkpoint_sha256 and m.mode == spec.mode
+            and m.precision == spec.precision and m.target == spec.target)
 
 
 def build_spec(model: str, checkpoint: str, variant: Variant, *, size: int | None, frames: int | None,

@@ -19,9 +19,9 @@ import numpy as np
 
 from edgevid.errors import EdgevidError
 from edgevid.manifest import Preprocess
-from edgevid.runtime._opencv import cv2
+from edgevid.runtime._opencv import MAX_IMAGE_PIXELS, cv2
 
-MAX_FRAME_PIXELS = 100_000_000  # larger frames are refused: no camera or video delivers them
+MAX_FRAME_PIXELS = MAX_IMAGE_PIXELS  # larger frames are refused: no camera or video delivers them
 # An upscaled frame up to this many times the resize area (every aspect ratio up to 4:1) is
 # resized whole and cropped; beyond it, only the crop is computed (see resize_crop).
 _WHOLE_RESIZE_AREA = 4

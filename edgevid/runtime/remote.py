@@ -7,6 +7,10 @@ outputs against it. Its streams are Triton sequences: one correlation id each,
 ``close()``. A ``StreamSession`` over it steps, smooths and warms up exactly as over a local
 runner, so ``edgevid run --triton URL --model NAME`` prints what a local run prints.
 
+Every call to the server has a deadline (``timeout``, 30 s by default): a server that is
+gone, stopped (SIGSTOP) or never answers is one line within it, never a hang. The URL is
+``host:port`` with a port in 1..65535 (gRPC would wrap 99999 to 34463 silently).
+
 Torch-free; needs ``tritonclient`` (``pip install 'edgevid[triton]'``).
 """
 
@@ -14,6 +18,7 @@ from __future__ import annotations
 
 import itertools
 import json
+import math
 import random
 from collections.abc import Mapping
 from pathlib import Path
@@ -26,7 +31,10 @@ from edgevid.manifest import Manifest
 from edgevid.runtime.artifact import Artifact
 from edgevid.runtime.backends.base import BackendError, BackendStream, Runner
 
-_TYPES = {"FP32": "float32", "FP16": "float16", "UINT8": "uint8", "INT8": "int8", "INT32": "int32", "INT64": "int64"}
+_TYPES = {"FP32": "float32", "FP16": "float16", "FP64": "float64", "UINT8": "uint8", "INT8": "int8",
+          "INT16": "int16", "INT32": "int32", "INT64": "int64", "BOOL": "bool"}
+DEFAULT_TIMEOUT_S = 30.0  # per call: far above a step (milliseconds), far below a user's patience
+MAX_TIMEOUT_S = 7 * 24 * 3600.0
 # Correlation ids: random 48-bit base per process, then counting, so two clients rarely collide.
 _IDS = itertools.count(random.SystemRandom().getrandbits(48) + 1)
 
@@ -37,7 +45,31 @@ def _client_module(protocol: str) -> Any:
     return require(f"tritonclient.{protocol}", "triton")
 
 
-def _fail(url: str, exc: Exception) -> EdgevidError:
+def check_url(url: str) -> str:
+    """``url`` if it is ``host:port`` (an IPv6 host in brackets) with a port in 1..65535, else one line."""
+    host, sep, port = (url or "").rpartition(":")
+    if not sep or not host or not port.isdigit() or len(port) > 5:
+        raise EdgevidError(f"Triton URL {url!r} must be host:port (the server's gRPC endpoint, e.g. 127.0.0.1:8001)")
+    if not 1 <= int(port) <= 65535:
+        raise EdgevidError(f"Triton URL {url!r}: the port must be between 1 and 65535, got {int(port)}")
+    return url
+
+
+def check_timeout(timeout: float) -> float:
+    """``timeout`` if it is a finite number of seconds in (0, a week], else one line."""
+    if isinstance(timeout, bool) or not isinstance(timeout, (int, float)) or not math.isfinite(timeout) \
+            or not 0 < timeout <= MAX_TIMEOUT_S:
+        raise EdgevidError(f"the Triton timeout must be in (0, {MAX_TIMEOUT_S:g}] seconds, got {timeout!r}")
+    return float(timeout)
+
+
+def _fail(url: str, exc: Exception, timeout: float | None = None) -> EdgevidError:
+    status = getattr(exc, "status", None)
+    code = str(status() if callable(status) else "")
+    if timeout is not None and ("DEADLINE_EXCEEDED" in code or isinstance(exc, TimeoutError)
+                                or "timed out" in str(exc).lower()):
+        return EdgevidError(f"Triton at {url} did not answer within {timeout:g} s (the server is stopped, "
+                            "overloaded or not a Triton server; --timeout sets the limit)")
     first = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
     return EdgevidError(f"Triton at {url}: {first[:300]}")
 
@@ -51,6 +83,7 @@ class TritonRunner(Runner):
     def __init__(self, artifact: Artifact, **options: Any) -> None:
         super().__init__(artifact, **options)
         self.url, self.model, self.protocol = options["url"], options["model"], options.get("protocol", "grpc")
+        self.timeout: float = options.get("timeout", DEFAULT_TIMEOUT_S)
         self._client: Any = options["client"]
 
     @property
@@ -101,6 +134,7 @@ class TritonStream(BackendStream):
         self._dtype = {v: k for k, v in _TYPES.items()}[frame.dtype]
         self._start = True
         self._last: np.ndarray | None = None
+        self._failed = False  # a call failed (server gone, deadline): close() sends nothing more
 
     def _infer(self, frame: np.ndarray, end: bool = False) -> np.ndarray:
         runner = self.runner
@@ -109,9 +143,11 @@ class TritonStream(BackendStream):
         out = self._module.InferRequestedOutput(self._logits)
         try:
             result = runner._client.infer(runner.model, [x], outputs=[out], sequence_id=self.sequence_id,
-                                          sequence_start=self._start, sequence_end=end)
+                                          sequence_start=self._start, sequence_end=end,
+                                          **_deadline(runner.protocol, runner.timeout))
         except Exception as exc:  # tritonclient raises InferenceServerException for server and connection errors
-            raise _fail(runner.url, exc) from exc
+            self._failed = True
+            raise _fail(runner.url, exc, runner.timeout) from exc
         self._start = False
         return np.array(result.as_numpy(self._logits), copy=True)
 
@@ -126,7 +162,7 @@ class TritonStream(BackendStream):
 
     def close(self) -> None:
         """End the sequence on the server (its state is released there)."""
-        if self._last is not None and not self._start and self.runner._client is not None:
+        if self._last is not None and not self._start and not self._failed and self.runner._client is not None:
             try:
                 self._infer(self._last, end=True)
             except EdgevidError:
@@ -134,37 +170,81 @@ class TritonStream(BackendStream):
         self._last = None
 
 
-def connect(url: str, model: str, *, protocol: str = "grpc") -> TritonRunner:
-    """A loaded ``TritonRunner`` for ``model`` served at ``url`` (``host:port``)."""
+def _deadline(protocol: str, timeout: float) -> dict[str, Any]:
+    """The per-call deadline argument (gRPC; the HTTP client has it in its constructor)."""
+    return {"client_timeout": timeout} if protocol == "grpc" else {}
+
+
+def _client(module: Any, url: str, protocol: str, timeout: float) -> Any:
+    if protocol == "grpc":
+        return module.InferenceServerClient(url)
+    return module.InferenceServerClient(url, connection_timeout=timeout, network_timeout=timeout)
+
+
+def connect(url: str, model: str, *, protocol: str = "grpc", timeout: float = DEFAULT_TIMEOUT_S) -> TritonRunner:
+    """A loaded ``TritonRunner`` for ``model`` served at ``url`` (``host:port``); every call waits ``timeout`` s at most."""
     module = _client_module(protocol)
+    check_url(url)
+    timeout = check_timeout(timeout)
+    deadline = _deadline(protocol, timeout)
+    client = None
     try:
-        client = module.InferenceServerClient(url)
-        if not client.is_server_live():
+        client = _client(module, url, protocol, timeout)
+        if not client.is_server_live(**deadline):
             raise EdgevidError(f"Triton at {url} is not live")
-        config = client.get_model_config(model, as_json=True) if protocol == "grpc" else client.get_model_config(model)
+        config = client.get_model_config(model, as_json=True, **deadline) if protocol == "grpc" \
+            else client.get_model_config(model)
     except EdgevidError:
+        _close_quietly(client)
         raise
-    except Exception as exc:  # noqa: BLE001 - connection refused, unknown model, ...
-        raise _fail(url, exc) from exc
-    config = config.get("config", config)
+    except Exception as exc:  # noqa: BLE001 - connection refused, deadline, unknown model, ...
+        _close_quietly(client)
+        raise _fail(url, exc, timeout) from exc
+    try:
+        manifest = _served_manifest(config.get("config", config), model, url)
+    except BaseException:
+        _close_quietly(client)
+        raise
+    runner = TritonRunner(Artifact(Path(f"triton/{model}"), manifest), url=url, model=model, protocol=protocol,
+                          client=client, timeout=timeout)
+    return runner.load()
+
+
+def _close_quietly(client: Any) -> None:
+    if client is not None:
+        try:
+            client.close()
+        except Exception:  # noqa: BLE001 - closing must not hide the error being reported
+            pass
+
+
+def _served_manifest(config: dict[str, Any], model: str, url: str) -> Manifest:
+    """The manifest in a served model's config, checked against the frame input the server takes."""
     raw = (config.get("parameters") or {}).get("edgevid_manifest", {}).get("string_value")
     if not raw:
-        client.close()
         raise EdgevidError(f"model {model!r} at {url} was not written by `edgevid triton` (no edgevid_manifest "
                            "parameter in its config)")
-    manifest = Manifest.from_dict(json.loads(raw), source=f"{model} at {url}")
+    try:
+        data = json.loads(raw)
+    except (ValueError, RecursionError) as exc:
+        raise EdgevidError(f"model {model!r} at {url}: its edgevid_manifest parameter is not JSON") from exc
+    manifest = Manifest.from_dict(data, source=f"{model} at {url}")
     if manifest.mode != "stream":
-        client.close()
         raise EdgevidError(f"model {model!r} at {url} is not a stream model")
-    served = {t["name"]: t for t in config.get("input", [])}
     frame = manifest.inputs[0]
+    if frame.dtype not in _TYPES.values():
+        raise EdgevidError(f"model {model!r} at {url} takes {frame.name} as {frame.dtype}, which Triton's clients "
+                           "cannot send")
+    served = {t.get("name"): t for t in config.get("input", [])}
     got = served.get(frame.name)
-    if got is None or [int(d) for d in got.get("dims", [])] != [int(d) for d in frame.shape[1:]]:
-        client.close()
+    want = [d if isinstance(d, int) else -1 for d in frame.shape[1:]]  # a dynamic dim is -1 in Triton
+    try:
+        dims = None if got is None else [int(d) for d in got.get("dims", [])]
+    except (TypeError, ValueError):
+        dims = None
+    if dims != want:
         raise EdgevidError(f"model {model!r} at {url} does not take {frame.name} {frame.shape[1:]} as its manifest says")
-    runner = TritonRunner(Artifact(Path(f"triton/{model}"), manifest), url=url, model=model, protocol=protocol,
-                          client=client)
-    return runner.load()
+    return manifest
 
 
 __all__ = ["TritonRunner", "TritonStream", "connect"]

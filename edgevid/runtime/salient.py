@@ -41,7 +41,7 @@ class SalientResult:
                 "seconds": round(self.seconds, 3), "network_calls": self.network_calls}
 
 
-def _sampled(path: str | os.PathLike, stride: int):
+def _sampled(path: str | os.PathLike, stride: int, max_frames: int | None = None):
     from edgevid.runtime import open_source
 
     source = open_source(str(path))
@@ -50,14 +50,19 @@ def _sampled(path: str | os.PathLike, stride: int):
         raise EdgevidError(f"--salient reads a recorded video twice; {path} is a live source")
     try:
         for i, frame in enumerate(source):
+            if max_frames is not None and i >= max_frames:
+                break
             if i % stride == 0:
                 yield i // stride, frame
     finally:
         source.close()
 
 
-def run_salient(runner, path: str | os.PathLike, k: int | None) -> SalientResult:
-    """Score every window of ``path`` by motion, run the model on the top ``k`` (all when None)."""
+def run_salient(runner, path: str | os.PathLike, k: int | None, max_frames: int | None = None) -> SalientResult:
+    """Score every window of ``path`` by motion, run the model on the top ``k`` (all when None).
+
+    ``max_frames``: read only the video's first frames, as ``edgevid run --max-frames`` does.
+    """
     from edgevid.runtime.preprocess import preprocess_frame
     from edgevid.runtime.session import StreamSession, softmax
 
@@ -66,11 +71,11 @@ def run_salient(runner, path: str | os.PathLike, k: int | None) -> SalientResult
     m = runner.manifest
     span, stride = m.sampling.frames, m.sampling.stride
     t0 = time.perf_counter()
-    thumbs = [thumbnail(frame) for _, frame in _sampled(path, stride)]
+    thumbs = [thumbnail(frame) for _, frame in _sampled(path, stride, max_frames)]
     energy = motion_energy(thumbs)
     starts = all_windows(len(thumbs), span) if k is None else salient_windows(energy, span, k)
     wanted = {i for s in starts for i in range(s, s + span)}
-    inputs = {i: preprocess_frame(frame, m.preprocess) for i, frame in _sampled(path, stride) if i in wanted}
+    inputs = {i: preprocess_frame(frame, m.preprocess) for i, frame in _sampled(path, stride, max_frames) if i in wanted}
     probs, calls = [], 0
     if m.mode == "clip":
         name, out = runner.frame_input.name, runner.logits_output.name

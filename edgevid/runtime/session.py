@@ -32,7 +32,7 @@ from typing import Any
 import numpy as np
 
 from edgevid.errors import EdgevidError
-from edgevid.runtime.backends.base import Runner, batch1_shape
+from edgevid.runtime.backends.base import BackendError, Runner, batch1_shape
 from edgevid.runtime.preprocess import check_frame, preprocess_frame
 
 
@@ -183,6 +183,17 @@ class _Session:
             return None
         return self._consume(x, index, 0.0)
 
+    def _call(self, fn: Any, index: int, *args: Any) -> Any:
+        """A backend call; a backend's own exception (an allocation that failed, a device lost)
+        becomes one line naming the backend and the frame, not a traceback from its bindings."""
+        try:
+            return fn(*args)
+        except (EdgevidError, MemoryError):
+            raise
+        except Exception as exc:  # noqa: BLE001 - backend libraries raise their own types
+            first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+            raise BackendError(f"{self.runner.name} failed at frame {index}: {first}") from exc
+
     def _wants(self, index: int) -> bool:
         raise NotImplementedError
 
@@ -236,7 +247,7 @@ class StreamSession(_Session):
 
     def _consume(self, x: np.ndarray, index: int, preprocess_ms: float) -> Prediction:
         t0 = time.perf_counter()
-        logits = self._stream.step(x[None])
+        logits = self._call(self._stream.step, index, x[None])
         infer_ms = (time.perf_counter() - t0) * 1e3
         self._steps += 1
         return self._predict(logits[0], index, {"preprocess": preprocess_ms, "infer": infer_ms},
@@ -293,7 +304,7 @@ class ClipSession(_Session):
             return None
         clip = self._ring[self._write : self._write + t]
         t0 = time.perf_counter()
-        logits = self.runner.infer({self._input: clip[None]})[self._output]
+        logits = self._call(self.runner.infer, index, {self._input: clip[None]})[self._output]
         infer_ms = (time.perf_counter() - t0) * 1e3
         return self._predict(logits[0], index, {"preprocess": preprocess_ms, "infer": infer_ms})
 

@@ -26,7 +26,7 @@ from pathlib import Path
 import numpy as np
 
 from edgevid.errors import EdgevidError
-from edgevid.runtime._opencv import cv2
+from edgevid.runtime._opencv import MAX_IMAGE_PIXELS, cv2
 from edgevid.runtime.preprocess import to_bgr
 
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".webp")
@@ -39,6 +39,9 @@ MAX_BAD_FRACTION = 0.1  # of a file's frames that may be undecodable
 # A file whose header promises more frames than this many (or 2%) beyond those read lost its tail.
 _HEADER_SLACK = 2
 WRITABLE_VIDEO_EXTENSIONS = (".mp4", ".avi", ".mkv", ".mov")
+# V4L2 devices are /dev/video0..; OpenCV reads larger indices as backend offsets (200 = V4L2) and
+# overflows its int past 2**31 - 1.
+MAX_CAMERA_INDEX = 9999
 
 
 class VideoSourceError(EdgevidError):
@@ -204,14 +207,32 @@ class ImageFolderSource(FrameSource):
         files = [p for p in folder.iterdir() if p.suffix.lower() in IMAGE_EXTENSIONS]
         if not files:
             raise VideoSourceError(f"folder {folder} has no images ({', '.join(IMAGE_EXTENSIONS)})")
+        # Only regular files: a FIFO named frame.png would block the read forever, a device
+        # file would read without end.
+        odd = next((p for p in files if not p.is_file()), None)
+        if odd is not None:
+            raise VideoSourceError(f"{odd} is not a regular file (a FIFO, device or broken link); "
+                                   "a frame folder holds image files only")
         self.files = sorted(files, key=_natural_key)
 
     def __iter__(self) -> Iterator[np.ndarray]:
         for path in self.files:
-            frame = cv2.imread(str(path), cv2.IMREAD_UNCHANGED)
-            if frame is None:
-                raise VideoSourceError(f"cannot read image {path} (corrupt or not an image)")
-            yield to_uint8(frame, path)
+            yield read_image(path)
+
+
+def read_image(path: Path) -> np.ndarray:
+    """One image file as uint8; its size is checked from the header before it is decoded."""
+    try:
+        frame = cv2.imread(str(path), cv2.IMREAD_UNCHANGED)
+    except cv2.error as exc:
+        # OPENCV_IO_MAX_IMAGE_PIXELS (see _opencv) refuses oversized headers before allocating.
+        if "CV_IO_MAX_IMAGE_PIXELS" in str(exc) or "validateInputImageSize" in str(exc):
+            raise VideoSourceError(f"image {path} is too large: its header claims more than "
+                                   f"{MAX_IMAGE_PIXELS // 10**6} megapixels") from None
+        raise VideoSourceError(f"cannot read image {path}: OpenCV refused it (corrupt or unsupported)") from None
+    if frame is None:
+        raise VideoSourceError(f"cannot read image {path} (corrupt or not an image)")
+    return to_uint8(frame, path)
 
 
 def to_uint8(image: np.ndarray, name: object = "image") -> np.ndarray:
@@ -238,6 +259,17 @@ def _natural_key(path: Path) -> list[int | str]:
     return [int(t) if t.isdigit() else t.lower() for t in re.split(r"(\d+)", path.name)]
 
 
+def _camera_text(source: object) -> bool:
+    """``"3"`` names camera 3, unless a file or folder of that name exists (then it is that file).
+
+    ASCII digits only: ``"¹".isdigit()`` is True, and ``int("¹")`` fails.
+    """
+    if not isinstance(source, str):
+        return False
+    text = source.strip()
+    return re.fullmatch(r"-?[0-9]{1,12}", text) is not None and not os.path.lexists(source)
+
+
 def _has_gstreamer() -> bool:
     info = cv2.getBuildInformation()
     return bool(re.search(r"GStreamer:\s+YES", info))
@@ -251,10 +283,10 @@ def open_source(source: str | int | os.PathLike, *, live: bool | None = None) ->
     a folder of images, or a video file. ``live`` overrides whether a source that stops
     delivering frames is an error (default: True for cameras, URLs and pipelines).
     """
-    if isinstance(source, int) or (isinstance(source, str) and source.strip().lstrip("-").isdigit()):
+    if isinstance(source, int) or _camera_text(source):
         index = int(source)
-        if index < 0:  # OpenCV crashes on a negative index rather than failing
-            raise VideoSourceError(f"camera index must be >= 0, got {index}")
+        if not 0 <= index <= MAX_CAMERA_INDEX:  # OpenCV crashes on a negative index rather than failing
+            raise VideoSourceError(f"camera index must be between 0 and {MAX_CAMERA_INDEX}, got {index}")
         return CaptureSource(index, f"camera {index}", live=True if live is None else live)
     text = os.fspath(source)
     if "://" in text and not text.startswith("file://"):
@@ -283,9 +315,10 @@ class AnnotatedWriter:
     an error) removes it: a half-written video never takes ``path``'s place.
     """
 
-    def __init__(self, path: str | os.PathLike, fps: float | None = None) -> None:
+    def __init__(self, path: str | os.PathLike, fps: float | None = None, force: bool = False) -> None:
         self.path = Path(path)
         self.fps = fps or 25.0
+        self.force = force
         self.frames_written = 0
         self._writer: cv2.VideoWriter | None = None
         self._size: tuple[int, int] | None = None
@@ -298,10 +331,13 @@ class AnnotatedWriter:
             raise VideoSourceError(f"cannot write {self.path}: it is a folder")
         if not self.path.parent.is_dir():
             raise VideoSourceError(f"cannot write {self.path}: folder {self.path.parent} does not exist")
+        check_replaceable(self.path, force)
+        _remove_stale_partials(self.path)
 
     def _open(self, w: int, h: int) -> None:
         try:
-            fd, tmp = tempfile.mkstemp(prefix=f".{self.path.stem}.", suffix=self.path.suffix, dir=self.path.parent)
+            fd, tmp = tempfile.mkstemp(prefix=_partial_prefix(self.path, os.getpid()),
+                                       suffix=f".partial{self.path.suffix}", dir=self.path.parent)
         except OSError as exc:
             raise VideoSourceError(f"cannot write {self.path}: {exc.strerror}") from None
         os.close(fd)
@@ -340,12 +376,17 @@ class AnnotatedWriter:
             self._writer.release()
         self._writer = None
         try:
-            problem = self._check(self._tmp)
+            try:
+                _mark(self._tmp)
+                problem = self._check(self._tmp)
+            except OSError as exc:  # a full disk fails the mark's few bytes too
+                problem = exc.strerror or str(exc)
             if problem:
                 raise VideoSourceError(
                     f"writing the annotated video {self.path} failed: {problem} (disk full, or the folder is not "
                     "writable?); nothing was written there"
                 )
+            check_replaceable(self.path, self.force)  # again: the file may have appeared meanwhile
             os.replace(self._tmp, self.path)
             self._tmp = None
         finally:
@@ -384,6 +425,72 @@ class AnnotatedWriter:
             self.close()
         else:
             self.discard()
+
+
+# The annotated video's mark: a padding element at the end of the container, which every
+# demuxer skips (ISO BMFF `free` box, RIFF `JUNK` chunk, Matroska Void element), so that
+# `--force` can tell a video edgevid wrote from the user's own file of the same name.
+_MARK = b"edgevid annotated video\n"
+
+
+def _mark(path: Path) -> None:
+    suffix = path.suffix.lower()
+    if suffix in (".mp4", ".mov"):
+        element = (8 + len(_MARK)).to_bytes(4, "big") + b"free" + _MARK
+    elif suffix == ".avi":
+        element = b"JUNK" + len(_MARK).to_bytes(4, "little") + _MARK + b"\0" * (len(_MARK) % 2)
+    else:  # .mkv: EBML Void (ID 0xEC), one-byte size
+        element = b"\xec" + bytes([0x80 | len(_MARK)]) + _MARK
+    with open(path, "ab") as fh:
+        fh.write(element)
+
+
+def written_by_edgevid(path: Path) -> bool:
+    """True if ``path`` is an annotated video that ``edgevid run --output`` wrote."""
+    try:
+        with open(path, "rb") as fh:
+            fh.seek(max(0, os.fstat(fh.fileno()).st_size - 64))
+            return _MARK in fh.read()
+    except OSError:
+        return False
+
+
+def check_replaceable(path: Path, force: bool) -> None:
+    """Refuse to write over an existing file unless ``force``, and then only over edgevid's own video."""
+    if not os.path.lexists(path):
+        return
+    if not force:
+        raise VideoSourceError(f"{path} already exists; pass --force to replace it")
+    if path.is_symlink() or not path.is_file() or not written_by_edgevid(path):
+        raise VideoSourceError(f"{path} is not a video edgevid wrote; refusing to replace it (choose another "
+                               "file, or remove it yourself)")
+
+
+def _partial_prefix(path: Path, pid: int) -> str:
+    # The writer's pid is in the temp file's name, so a later run can tell a leftover of a killed one.
+    return f".{path.name}.{pid}."
+
+
+def _remove_stale_partials(path: Path) -> None:
+    """Remove temp videos of earlier runs to ``path`` whose process is gone (killed with SIGKILL)."""
+    pattern = re.compile(re.escape(f".{path.name}.") + r"(\d+)\..*\.partial" + re.escape(path.suffix) + "$")
+    with contextlib.suppress(OSError):
+        for entry in path.parent.iterdir():
+            match = pattern.match(entry.name)
+            if match and entry.is_file() and not entry.is_symlink() and not _pid_alive(int(match.group(1))):
+                entry.unlink(missing_ok=True)
+
+
+def _pid_alive(pid: int) -> bool:
+    if pid == os.getpid():
+        return True
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except OSError:  # EPERM: alive, another user's
+        return True
+    return True
 
 
 def _draw_label(frame: np.ndarray, text: str) -> None:

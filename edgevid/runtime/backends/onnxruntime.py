@@ -61,9 +61,10 @@ class OrtRunner(Runner):
         ]
         opts = ort.SessionOptions()
         opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
-        # Errors only: INT8 graphs otherwise print a "Removing initializer" warning per unused
-        # constant on every load, around edgevid's own output.
-        opts.log_severity_level = 3
+        # Fatal only: INT8 graphs otherwise print a "Removing initializer" warning per unused
+        # constant on every load, and a failed call prints its error (in colour) before the
+        # exception that edgevid turns into its own one-line error.
+        opts.log_severity_level = 4
         if self.options.get("threads"):
             opts.intra_op_num_threads = int(self.options["threads"])
         if self.options.get("profile_prefix"):  # edgevid bench --layers: ORT's profiling JSON

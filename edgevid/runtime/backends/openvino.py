@@ -33,6 +33,14 @@ def _spec(port: Any) -> TensorSpec:
     return TensorSpec(port.get_any_name(), shape, np.dtype(port.get_element_type().to_dtype()).name)
 
 
+def _ov_reason(exc: Exception) -> str:
+    """The line of an OpenVINO exception that says what is wrong, not where in its sources."""
+    lines = [ln.strip() for ln in str(exc).splitlines() if ln.strip()]
+    said = [ln for ln in lines if not ln.startswith(("Exception from ", "Check '"))]
+    reason = (said or lines or [type(exc).__name__])[-1]
+    return reason if len(reason) <= 200 else reason[:197] + "..."
+
+
 class OpenVinoRunner(Runner):
     """OpenVINO on the artifact's IR (``model.xml``), or on ``model.onnx`` when there is none.
 
@@ -59,7 +67,7 @@ class OpenVinoRunner(Runner):
             path = self.artifact.verified_file("onnx")
         self._path = Path(path)
         self._core = self._ov.Core()
-        self._model = self._core.read_model(str(path), weights)
+        self._model = self._read(path, weights)
         self._inputs = [_spec(p) for p in self._model.inputs]
         self._outputs = [_spec(p) for p in self._model.outputs]
         self.device = self.options.get("device", "CPU")
@@ -80,12 +88,24 @@ class OpenVinoRunner(Runner):
         self._request: Any = None
         self._compiled_stream: Any = None  # batch 1, stateful or explicit, shared by streams
 
+    def _read(self, path: Path, weights: str | None) -> Any:
+        """``read_model``, its failure as one line naming the files.
+
+        The hashes only prove the files are the ones the manifest names: a truncated ``.bin``
+        with a recomputed hash (a bad copy, or an edited artifact) passes them, and OpenVINO's
+        own message is its source location ("Exception from src/inference/src/cpp/core.cpp:84").
+        """
+        try:
+            return self._core.read_model(str(path), weights)
+        except Exception as exc:  # noqa: BLE001 - OpenVINO raises RuntimeError and its own types
+            files = f"{path.name} with weights {Path(weights).name}" if weights else path.name
+            raise BackendError(f"OpenVINO could not read {self.artifact.directory}/{files} ({_ov_reason(exc)}): "
+                               "the files are corrupt or truncated; re-export the model") from exc
+
     @property
     def model_label(self) -> str:
         """The file OpenVINO reads (IR or ONNX)."""
         return f"{self.artifact.directory.name}/{self._path.name}"
-
-
 
     def compile_config(self) -> dict[str, str]:
         """The properties models are compiled with."""
