@@ -2,7 +2,9 @@
 
 A bundle is a folder::
 
-    bundle.json                      what it holds: model, device profile, artifacts, edgevid version
+    bundle.json                      what it holds: model, device profile, artifacts, edgevid version,
+                                     and the sha256 of every other file
+    SHA256SUMS                       the same hashes (bundle.json's too) for ``sha256sum -c SHA256SUMS``
     <artifact>/                      an export for the device (manifest.json, model.onnx, ...)
     edgevid-<version>-py3-none-any.whl   edgevid itself (pure Python; the runtime needs no torch)
     requirements.txt                 the runtime's packages for that device (no torch)
@@ -13,6 +15,12 @@ declares only numpy and tqdm: the rest depends on the device (JetPack brings Ten
 OpenCV with GStreamer that a pip OpenCV would shadow), so requirements.txt says it per device.
 The export is the one ``edgevid export --device`` makes (validated against torch); the bundle
 is staged and renamed into place like an export, and ``--force`` replaces only a bundle.
+
+A copied bundle is checked before it is trusted: the README has the device check the hashes
+with ``sha256sum -c SHA256SUMS`` before ``pip install`` (a tampered wheel would install and
+then run as edgevid itself), and ``edgevid run BUNDLE`` / ``bench BUNDLE`` verify every file
+bundle.json lists, the wheel and each file of the artifact included. pip's own
+``--hash`` mode is not used: it demands a hash for every requirement, JetPack's included.
 """
 
 from __future__ import annotations
@@ -21,15 +29,17 @@ import base64
 import hashlib
 import json
 import os
+import stat
 import zipfile
-from pathlib import Path
+from pathlib import Path, PurePosixPath, PureWindowsPath
 from typing import Any
 
 from edgevid import __version__
 from edgevid.errors import EdgevidError
 
 BUNDLE_FILE = "bundle.json"
-BUNDLE_SCHEMA = 1
+SUMS_FILE = "SHA256SUMS"
+BUNDLE_SCHEMA = 2  # 2: bundle.json records the sha256 of every file
 _WHEEL_DEPS = ("numpy>=1.24", "tqdm>=4.66")
 _SKIP_SUFFIXES = (".pt", ".pyc")  # shipped training checkpoints and bytecode: the runtime needs neither
 
@@ -39,31 +49,60 @@ def deploy(model: str, device: str, out: str | os.PathLike, *, checkpoint: str |
            force: bool = False, progress: bool = True, **export_options: Any) -> dict[str, Any]:
     """Export ``model`` for ``device`` into a new bundle folder ``out``; returns bundle.json's content."""
     from edgevid.devices.profiles import get_profile, require_supported
-    from edgevid.export.staging import staged_directory
     from edgevid.pipeline import export
+    from edgevid.staging import staged_directory
 
     profile = require_supported(get_profile(device))
     with staged_directory(out, force, marker=BUNDLE_FILE) as work:
         manifest = export(model, work / "artifact", checkpoint=checkpoint, precision=precision, mode=mode,
                           size=size, device=profile.name, progress=progress, **export_options)
-        name = f"{manifest.model}-{manifest.mode}-{manifest.target}-{manifest.precision}"
-        (work / "artifact").rename(work / name)
-        wheel = write_runtime_wheel(work)
-        (work / "requirements.txt").write_text(requirements(profile, wheel.name, manifest.target))
-        (work / "README.md").write_text(readme(profile, manifest, name, wheel.name))
-        info = {"schema": "edgevid.bundle", "schema_version": BUNDLE_SCHEMA, "edgevid_version": __version__,
-                "model": manifest.model, "device": profile.name, "description": profile.description,
-                "artifacts": [{"path": name, "mode": manifest.mode, "target": manifest.target,
-                               "precision": manifest.precision}],
-                "wheel": wheel.name}
-        (work / BUNDLE_FILE).write_text(json.dumps(info, indent=2) + "\n")
+        info = pack_bundle(work, work / "artifact", profile, manifest)
     return info
+
+
+def pack_bundle(work: Path, artifact: Path, profile: Any, manifest: Any) -> dict[str, Any]:
+    """Fill the staged bundle folder ``work`` around its ``artifact`` folder; returns bundle.json's content.
+
+    The artifact is renamed after what it is; then the wheel, requirements.txt, README.md,
+    bundle.json (with the sha256 of every file written before it) and SHA256SUMS.
+    """
+    name = f"{manifest.model}-{manifest.mode}-{manifest.target}-{manifest.precision}"
+    artifact.rename(work / name)
+    wheel = write_runtime_wheel(work)
+    (work / "requirements.txt").write_text(requirements(profile, wheel.name, manifest.target))
+    (work / "README.md").write_text(readme(profile, manifest, name, wheel.name))
+    info = {"schema": "edgevid.bundle", "schema_version": BUNDLE_SCHEMA, "edgevid_version": __version__,
+            "model": manifest.model, "device": profile.name, "description": profile.description,
+            "artifacts": [{"path": name, "mode": manifest.mode, "target": manifest.target,
+                           "precision": manifest.precision}],
+            "wheel": wheel.name, "files": file_hashes(work)}
+    (work / BUNDLE_FILE).write_text(json.dumps(info, indent=2) + "\n")
+    sums = {**info["files"], BUNDLE_FILE: _sha256(work / BUNDLE_FILE)}
+    (work / SUMS_FILE).write_text("".join(f"{digest}  {rel}\n" for rel, digest in sorted(sums.items())))
+    return info
+
+
+def _sha256(path: Path) -> str:
+    from edgevid.manifest import sha256_file
+
+    return sha256_file(path)
+
+
+def file_hashes(folder: Path) -> dict[str, str]:
+    """``{posix path relative to folder: sha256}`` of every file under ``folder`` but bundle.json, SHA256SUMS
+    and the staging marker (removed when the staged bundle is renamed into place)."""
+    from edgevid.staging import OWNER_FILE
+
+    skip = (BUNDLE_FILE, SUMS_FILE, OWNER_FILE)
+    return {path.relative_to(folder).as_posix(): _sha256(path) for path in sorted(folder.rglob("*"))
+            if path.is_file() and path.relative_to(folder).as_posix() not in skip}
 
 
 def bundle_artifact(folder: str | os.PathLike) -> Path | None:
     """The artifact of a bundle folder (``edgevid run BUNDLE``), or None if ``folder`` is not a bundle.
 
-    Paths from bundle.json must stay inside the bundle, like every path from a manifest.
+    Paths from bundle.json must stay inside the bundle, like every path from a manifest, and
+    every file it lists must still have the sha256 recorded at deploy (``verify_bundle``).
     """
     folder = Path(folder)
     path = folder / BUNDLE_FILE
@@ -74,15 +113,63 @@ def bundle_artifact(folder: str | os.PathLike) -> Path | None:
         rel = info["artifacts"][0]["path"]
     except (OSError, ValueError, KeyError, IndexError, TypeError) as exc:
         raise EdgevidError(f"{path} is not a valid bundle file ({exc}); redeploy the model") from exc
-    from edgevid.manifest import check_file_name
-
-    check_file_name(rel, "bundle.json artifacts[0].path")
+    _plain_name(rel, "artifacts[0].path", path)
     artifact = folder / rel
     if not artifact.resolve().is_relative_to(folder.resolve()):
         raise EdgevidError(f"{path} names an artifact outside the bundle; redeploy the model")
     if not (artifact / "manifest.json").is_file():
         raise EdgevidError(f"the bundle {folder} is incomplete: {rel}/manifest.json is missing; redeploy the model")
+    verify_bundle(folder, info, rel)
     return artifact
+
+
+def _plain_name(value: Any, where: str, path: Path) -> str:
+    """``value`` if it is one plain name (no folder, no '..', not absolute), else one line naming bundle.json."""
+    plain = (isinstance(value, str) and value not in ("", ".", "..") and "\x00" not in value
+             and PurePosixPath(value).name == value and PureWindowsPath(value).name == value)
+    if not plain:
+        raise EdgevidError(f"{path}: {where} must be a plain file name inside the bundle folder (no folder, no "
+                           f"'..', not absolute), got {str(value)[:200]!r}; redeploy the model")
+    return value
+
+
+def verify_bundle(folder: Path, info: dict[str, Any], artifact: str) -> None:
+    """Check every file bundle.json lists against its sha256; the wheel and each artifact file must be listed."""
+    path = folder / BUNDLE_FILE
+    files = info.get("files")
+    if not isinstance(files, dict) or not files:
+        raise EdgevidError(f"{path} records no file hashes (a bundle of an edgevid before {__version__}?), so the "
+                           "bundle cannot be checked; redeploy the model")
+    wheel = info.get("wheel")
+    needed = [p.relative_to(folder).as_posix() for p in sorted((folder / artifact).rglob("*"))
+              if p.is_file() or p.is_symlink()] + ([wheel] if isinstance(wheel, str) else [])
+    unlisted = [name for name in needed if name not in files]
+    if unlisted:
+        raise EdgevidError(f"the bundle {folder} has files bundle.json does not list ({', '.join(unlisted[:3])}): "
+                           "added or changed after deploy; redeploy the model")
+    for rel, digest in files.items():
+        _verify_file(folder, rel, digest, path)
+
+
+def _verify_file(folder: Path, rel: Any, digest: Any, path: Path) -> None:
+    """One listed file: a plain relative path, a regular file inside the bundle (no link), its sha256."""
+    parts = rel.split("/") if isinstance(rel, str) else [None]
+    for part in parts:
+        _plain_name(part, f"files[{str(rel)[:100]!r}]", path)
+    target = folder.joinpath(*parts)
+    try:
+        st = os.lstat(target)
+        inside = target.resolve().is_relative_to(folder.resolve())
+    except OSError:
+        raise EdgevidError(f"the bundle {folder} is incomplete: {rel} is missing; redeploy the model") from None
+    if not stat.S_ISREG(st.st_mode) or not inside:
+        raise EdgevidError(f"the bundle {folder} was changed: {rel} is not a plain file inside it (a link?); "
+                           "redeploy the model")
+    actual = _sha256(target)
+    if actual != digest:
+        raise EdgevidError(f"the bundle {folder} was changed after deploy: {rel} has sha256 {actual[:16]}..., "
+                           f"bundle.json records {str(digest)[:16]}... (check: cd {folder} && sha256sum -c "
+                           f"{SUMS_FILE}); redeploy the model")
 
 
 def _record_hash(data: bytes) -> str:
@@ -149,7 +236,11 @@ def readme(profile: Any, manifest: Any, artifact: str, wheel: str) -> str:
              f"{manifest.mode}-mode {manifest.precision.upper()} export for {manifest.target} "
              f"({len(manifest.labels)} classes, {manifest.preprocess.crop} px, {manifest.sampling.frames} frames, "
              f"stride {manifest.sampling.stride}), validated against torch at export (see its manifest.json).", "",
-             "## Install (no torch)", "", "```bash"]
+             "## Install (no torch)", "",
+             f"First check the bundle: `sha256sum -c {SUMS_FILE}` in this folder must say OK for every file (a changed "
+             f"wheel would install and then run as edgevid itself). `{BUNDLE_FILE}` records the same hashes, and "
+             "`edgevid run` / `edgevid bench` on the bundle folder check them at every start.", "", "```bash",
+             f"sha256sum -c {SUMS_FILE}"]
     if profile.jetson:
         lines += ["sudo apt install python3-libnvinfer   # TensorRT's Python bindings (JetPack)",
                   "python3 -m venv --system-site-packages .venv && . .venv/bin/activate",
@@ -159,6 +250,7 @@ def readme(profile: Any, manifest: Any, artifact: str, wheel: str) -> str:
                   "with GStreamer (CSI cameras); pip's OpenCV is not, so requirements.txt leaves it out."]
     else:
         lines += ["python3 -m venv .venv && . .venv/bin/activate", "pip install -r requirements.txt", "```"]
+
     lines += ["", "## Run", "", "```bash", f"{run} --video clip.mp4", f"{run} --camera 0            # a USB camera (V4L2)"]
     if profile.jetson:
         csi = ("nvarguscamerasrc sensor-id=0 ! video/x-raw(memory:NVMM),width=1280,height=720,framerate=30/1 ! "

@@ -23,7 +23,6 @@ from edgevid.export import onnx as onnx_export
 from edgevid.export import validate
 from edgevid.export.api import export_model
 from edgevid.export.openvino import openvino_runner
-from edgevid.export.staging import staged_directory
 from edgevid.export.targets import DEFAULT_OPSET, MIN_OPSET, TARGETS
 from edgevid.export.tensorrt import check_tensorrt_ready, engine_available
 from edgevid.manifest import Manifest, sha256_file
@@ -31,6 +30,7 @@ from edgevid.models import build_model, get_config, list_models
 from edgevid.models.batchnorm import recalibrate_batchnorm
 from edgevid.models.streaming import to_streaming
 from edgevid.models.weights import save_checkpoint
+from edgevid.staging import staged_directory
 
 SIZE, FRAMES, CLASSES = 64, 4, 10
 FP32_TOL = validate.DEFAULT_TOLERANCE["fp32"]

@@ -307,7 +307,6 @@ def test_eval_with_classes_other_than_the_checkpoints(resumed: dict[str, Path], 
     (["--frames", "0"], "--frames must be at least 1"),
     (["--batch-size", "0"], "--batch-size must be at least 1"),
     (["--epochs", "0"], "--epochs must be at least 1"),
-    (["--lr", "0"], "--lr must be > 0"),
     (["--model", "nope"], "unknown model 'nope'"),
     (["--model", "x3d-xs"], "--width-mult applies to the 2D-backbone families"),  # TINY_ARGS has --width 0.25
 ])

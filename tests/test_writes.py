@@ -225,7 +225,7 @@ def test_a_failed_write_is_one_line_and_leaves_the_old_file(tmp_path: Path) -> N
 _SIGTERM_WHILE_STAGING = r"""
 import os, signal, sys, time
 from pathlib import Path
-from edgevid.export.staging import staged_directory
+from edgevid.staging import staged_directory
 with staged_directory(Path(sys.argv[1]) / "a" / "b" / "out") as work:
     (work / "model.onnx").write_bytes(b"half")
     print("staged", flush=True)
@@ -244,7 +244,7 @@ def test_sigterm_in_staging_removes_the_temp_dir_and_created_parents(tmp_path: P
 
 
 def test_staging_puts_the_default_sigterm_handling_back(tmp_path: Path) -> None:
-    from edgevid.export.staging import staged_directory
+    from edgevid.staging import staged_directory
 
     with staged_directory(tmp_path / "out") as work:
         (work / "f").write_text("x")
@@ -261,7 +261,7 @@ def _dead_pid() -> int:
 def test_export_killed_by_sigterm_cleans_up_and_removes_stale_partials(tmp_path: Path) -> None:
     import socket
 
-    from edgevid.export.staging import OWNER_FILE
+    from edgevid.staging import OWNER_FILE
 
     base = tmp_path / "exports"
     base.mkdir()

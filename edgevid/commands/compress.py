@@ -5,6 +5,8 @@ from __future__ import annotations
 import argparse
 import json
 
+from edgevid.commands import argtypes
+
 
 def add_parser(sub: argparse._SubParsersAction) -> None:
     """Register `compress`."""
@@ -24,12 +26,12 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     method.add_argument("--sparsity", metavar="R|2:4",
                         help="unstructured magnitude sparsity ratio R in (0, 1) (smaller compressed file, NO "
                              "speed-up on dense kernels), or 2:4 (TensorRT sparse tensor cores)")
-    method.add_argument("--prune-channels", type=float, metavar="R",
+    method.add_argument("--prune-channels", type=argtypes.float_range(0.0, 1.0), metavar="R",
                         help="remove ratio R of the prunable channels (fewer MACs, faster on every backend)")
-    p.add_argument("--epochs", type=int, default=2, help="fine-tuning epochs (default: %(default)s)")
-    p.add_argument("--lr", type=float, default=5e-4, help="fine-tuning learning rate (default: %(default)s)")
-    p.add_argument("--batch-size", type=int, default=8, help="default: %(default)s")
-    p.add_argument("--size", type=int, help="input crop size (default: the checkpoint's)")
+    p.add_argument("--epochs", type=argtypes.int_range(0, 10_000), default=2, help="fine-tuning epochs (default: %(default)s)")
+    p.add_argument("--lr", type=argtypes.float_range(0.0, 10.0, lo_open=True), default=5e-4, help="fine-tuning learning rate (default: %(default)s)")
+    p.add_argument("--batch-size", type=argtypes.int_range(1, 4096), default=8, help="default: %(default)s")
+    p.add_argument("--size", type=argtypes.side, help="input crop size (default: the checkpoint's)")
     p.add_argument("-o", "--output", required=True, metavar="OUT.pt", help="checkpoint to write")
     p.add_argument("--force", action="store_true", help="replace OUT.pt if it is an earlier edgevid checkpoint")
     p.add_argument("--json", action="store_true", help="print the report as JSON")
@@ -47,7 +49,9 @@ def run(args: argparse.Namespace) -> int:
     from edgevid.compress.sparsity import parse_sparsity
 
     sparsity = parse_sparsity(args.sparsity) if args.sparsity is not None else None
-    with warnings_as_lines("compress"):
+    from edgevid.signals import exit_on
+
+    with warnings_as_lines("compress"), exit_on():  # SIGTERM: loader workers shut down, temp files removed
         report = compress_model(args.model, args.data, args.output, checkpoint=args.checkpoint, sparsity=sparsity,
                                 prune_channels=args.prune_channels, epochs=args.epochs, lr=args.lr,
                                 batch_size=args.batch_size, size=args.size, progress=not args.quiet,

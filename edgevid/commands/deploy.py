@@ -5,6 +5,8 @@ from __future__ import annotations
 import argparse
 import json
 
+from edgevid.commands.argtypes import side
+
 
 def add_parser(sub: argparse._SubParsersAction) -> None:
     """Register `deploy`."""
@@ -20,7 +22,7 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--checkpoint", metavar="PATH", help="weights (default: the checkpoint shipped with the model)")
     p.add_argument("--mode", choices=("clip", "stream"), help="default: stream if the model can stream")
     p.add_argument("--precision", choices=("fp32", "fp16", "int8"), help="default: the device profile's")
-    p.add_argument("--size", type=int, metavar="S", help="input crop size in pixels (default: the model's)")
+    p.add_argument("--size", type=side, metavar="S", help="input crop size in pixels (default: the model's)")
     p.add_argument("-o", "--output", required=True, metavar="DIR", help="bundle folder to create")
     p.add_argument("--force", action="store_true", help="replace DIR if it holds an earlier bundle")
     p.add_argument("-q", "--quiet", action="store_true", help="no progress lines")
@@ -41,6 +43,7 @@ def run(args: argparse.Namespace) -> int:
         return 0
     art = info["artifacts"][0]
     print(f"bundle for {info['device']} in {args.output}: {art['path']}/ ({art['mode']}, {art['precision']}, "
-          f"{art['target']}), {info['wheel']}, requirements.txt, README.md")
-    print(f"on the device: pip install -r requirements.txt && edgevid run {art['path']} --video clip.mp4")
+          f"{art['target']}), {info['wheel']}, requirements.txt, README.md, SHA256SUMS")
+    print(f"on the device: sha256sum -c SHA256SUMS && pip install -r requirements.txt && edgevid run {art['path']} "
+          "--video clip.mp4")
     return 0

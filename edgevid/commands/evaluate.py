@@ -31,10 +31,12 @@ def run(args: argparse.Namespace) -> int:
     from edgevid.errors import require
 
     require("torch", "export")
+    from edgevid.signals import exit_on
     from edgevid.train.evaluate import evaluate_checkpoint
 
-    r = evaluate_checkpoint(args.model, args.data, args.checkpoint, args.split,
-                            on_error="skip" if args.skip_unreadable else "raise", progress=not args.quiet)
+    with exit_on():  # SIGTERM: the loader's worker shut down, exit 143
+        r = evaluate_checkpoint(args.model, args.data, args.checkpoint, args.split,
+                                on_error="skip" if args.skip_unreadable else "raise", progress=not args.quiet)
     if args.json:
         print(json.dumps(asdict(r), indent=2))
         return 0

@@ -11,7 +11,6 @@ import sys
 import time
 from typing import Any
 
-from edgevid.commands import sigterm_exits
 from edgevid.commands.argtypes import int_range, positive, seconds
 
 
@@ -241,7 +240,9 @@ def run(args: argparse.Namespace) -> int:
     interrupted = False
     printer = _Printer(args.json, args.quiet)
     gate = _gate(args)
-    with sigterm_exits(), _runner(args) as runner:
+    from edgevid.signals import exit_on
+
+    with exit_on(), _runner(args) as runner:  # SIGTERM: the temp video removed, exit 143
         if args.salient:
             return _run_salient(runner, args)
         session = runtime.open_session(runner, topk=args.topk, smooth=args.smooth, every=args.every, gate=gate)

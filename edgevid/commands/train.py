@@ -6,9 +6,17 @@ import argparse
 import json
 from dataclasses import asdict
 
+from edgevid.commands import argtypes
+
+# The trainer's bounds (edgevid.train.trainer: MAX_LR, MAX_WIDTH), here without importing torch.
+_LR = argtypes.float_range(0.0, 10.0, lo_open=True)
+_WIDTH = argtypes.float_range(0.0, 4.0, lo_open=True)
+
 
 def add_parser(sub: argparse._SubParsersAction) -> None:
     """Register `train`."""
+    from edgevid.train.workers import max_workers  # torch-free
+
     p = sub.add_parser(
         "train", help="fine-tune a zoo model on a video dataset",
         description="Fine-tune a zoo model (TSM, TSN, the 3D CNNs and their -online streaming forms, LRCN) "
@@ -25,15 +33,17 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--checkpoint", help="initial weights: ours, an official TSM checkpoint, or a plain state dict")
     p.add_argument("--epochs", type=int, default=30, help="default: %(default)s")
     p.add_argument("--batch-size", type=int, default=8, help="default: %(default)s")
-    p.add_argument("--lr", type=float, default=2e-3, help="AdamW learning rate, cosine decay (default: %(default)s)")
+    p.add_argument("--lr", type=_LR, default=2e-3,
+                   help="AdamW learning rate in (0, 10], cosine decay (default: %(default)s)")
     p.add_argument("--size", type=int, default=112, help="input crop size (default: %(default)s, CPU-friendly)")
     p.add_argument("--frames", type=int, default=8, help="frames per clip (default: %(default)s)")
-    p.add_argument("--width-mult", "--width", type=float, dest="width_mult", metavar="W",
+    p.add_argument("--width-mult", "--width", type=_WIDTH, dest="width_mult", metavar="W",
                    help="MobileNetV2 width multiplier (default: 1.0; TSM, TSN, LRCN only)")
     p.add_argument("--sampling", choices=("segment", "dense"), default="segment",
                    help="TSN segments (default) or dense consecutive frames")
-    p.add_argument("--workers", type=int, default=1, help="data loading processes (default: %(default)s)")
-    p.add_argument("--seed", type=int, default=0, help="default: %(default)s")
+    p.add_argument("--workers", type=argtypes.int_range(0, max_workers()), default=1,
+                   help=f"data loading processes, 0 to {max_workers()} (4 per CPU, at most 64; default: %(default)s)")
+    p.add_argument("--seed", type=argtypes.seed, default=0, help="0 to 2**32-1 (default: %(default)s)")
     p.add_argument("--resume", action="store_true", help="continue from <out>.last")
     p.add_argument("--force", action="store_true",
                    help="replace an existing checkpoint at OUT (only one edgevid wrote) and start over")
@@ -49,6 +59,7 @@ def run(args: argparse.Namespace) -> int:
     from edgevid.errors import require
 
     require("torch", "export")
+    from edgevid.signals import exit_on
     from edgevid.train.trainer import TrainConfig, last_path, train
 
     cfg = TrainConfig(model=args.model, data=args.data, out=args.output, checkpoint=args.checkpoint,
@@ -56,7 +67,8 @@ def run(args: argparse.Namespace) -> int:
                       frames=args.frames, width_mult=args.width_mult, sampling=args.sampling,
                       workers=args.workers, seed=args.seed, resume=args.resume, force=args.force,
                       on_error="skip" if args.skip_unreadable else "raise", progress=not args.quiet)
-    history = train(cfg)
+    with exit_on():  # SIGTERM: workers shut down, temp files removed, exit 143
+        history = train(cfg)
     best = max(history, key=lambda h: h.val_top1)
     if args.json:
         print(json.dumps({"output": str(args.output), "last": str(last_path(args.output)),

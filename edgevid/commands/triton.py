@@ -6,19 +6,9 @@ import argparse
 import json
 import signal
 import sys
-from collections.abc import Iterator
-from contextlib import contextmanager
 
 from edgevid.commands import argtypes
 from edgevid.export.triton import MAX_BATCH, MAX_INSTANCES  # light: no heavy imports there
-
-
-class _Stopped(Exception):
-    """SIGTERM / SIGHUP while serving: stop the server, then exit with 128 + the signal."""
-
-    def __init__(self, signum: int) -> None:
-        super().__init__(signum)
-        self.signum = signum
 
 
 def add_parser(sub: argparse._SubParsersAction) -> None:
@@ -73,30 +63,15 @@ def run_write(args: argparse.Namespace) -> int:
     return 0
 
 
-@contextmanager
-def _stopped_by_signals() -> Iterator[None]:
-    """While inside, SIGTERM and SIGHUP raise ``_Stopped`` (once: later ones are ignored while the server stops)."""
-
-    def on_signal(signum: int, frame: object) -> None:
-        for sig in (signal.SIGTERM, signal.SIGHUP):
-            signal.signal(sig, signal.SIG_IGN)
-        raise _Stopped(signum)
-
-    previous = {sig: signal.signal(sig, on_signal) for sig in (signal.SIGTERM, signal.SIGHUP)}
-    try:
-        yield
-    finally:
-        for sig, handler in previous.items():
-            signal.signal(sig, handler)
-
-
 def run_serve(args: argparse.Namespace) -> int:
     """Serve until Ctrl-C, SIGTERM or --seconds; a server that fails or dies is one line (its log is kept)."""
     from edgevid.export.triton_server import LocalServer
+    from edgevid.signals import exit_on
 
     server = LocalServer(args.repository)
     try:
-        with _stopped_by_signals(), server:
+        # SIGTERM / SIGHUP: stop the server (later ones ignored meanwhile), exit 128 + signal.
+        with exit_on((signal.SIGTERM, signal.SIGHUP), later=signal.SIG_IGN), server:
             urls = {"grpc": server.grpc_url, "http": server.http_url, "pid": server.server_pid}
             if args.json:
                 print(json.dumps(urls), flush=True)
@@ -107,6 +82,4 @@ def run_serve(args: argparse.Namespace) -> int:
             server.wait(args.seconds)
     except KeyboardInterrupt:
         pass
-    except _Stopped as stopped:
-        return 128 + stopped.signum
     return 0

@@ -511,7 +511,7 @@ def generate_dataset(
     last frame held), with ``noise`` (grey levels) and ``drift`` (grey levels per frame): the
     built-in test set for frame-delta gating (``edgevid.runtime.gating``).
 
-    Generated into a staged folder next to ``out_dir`` (``edgevid.export.staging``, as
+    Generated into a staged folder next to ``out_dir`` (``edgevid.staging``, as
     exports are) and renamed into place at the end: an interrupted run (an error, Ctrl-C,
     SIGTERM) leaves nothing, and the staged folder of a killed run is removed by the next
     run to the same place. An existing non-empty ``out_dir`` is refused unless ``force``.
@@ -519,8 +519,8 @@ def generate_dataset(
     """
     from tqdm import tqdm  # only the writer needs it
 
-    from edgevid.export.staging import staged_directory
     from edgevid.manifest import check_writable
+    from edgevid.staging import staged_directory
 
     still = (int(still[0]), int(still[1]))
     _check_args(videos_per_class, frames, size, val_fraction, fps, still, noise, drift)

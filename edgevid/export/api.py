@@ -19,7 +19,6 @@ from pathlib import Path
 from typing import Any, Protocol
 
 from edgevid.errors import EdgevidError, EdgevidWarning
-from edgevid.export.staging import check_destination, staged_directory
 from edgevid.export.targets import DEFAULT_OPSET, Target, check_opset, check_precision, get_target
 from edgevid.manifest import (
     MAX_CROP,
@@ -32,6 +31,7 @@ from edgevid.manifest import (
     TensorSpec,
     sha256_file,
 )
+from edgevid.staging import check_destination, staged_directory
 
 ONNX_FILE = "model.onnx"
 XML_FILE = "model.xml"

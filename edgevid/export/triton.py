@@ -344,7 +344,7 @@ def write_repository(artifact: str | os.PathLike, repository: str | os.PathLike,
     Everything is checked (options, artifact, name, the ONNX) and the config generated before
     anything is written; the model folder is staged and renamed into place.
     """
-    from edgevid.export.staging import staged_directory
+    from edgevid.staging import staged_directory
 
     backend = backend or "onnxruntime"
     _check_options(flavour, backend, max_batch, instances, max_idle_s, tensorrt_ep)

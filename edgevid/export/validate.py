@@ -11,8 +11,8 @@ will feed it, in-graph uint8 normalisation included:
   is compared at every step.
 
 Pass rule, per output: ``max |exported - torch| <= tolerance * max |torch|`` (relative to the
-output's peak; ``edgevid.runtime.crosscheck`` says why). A failure is an ``EdgevidError``
-naming the backend, the output and the largest difference.
+output's peak; ``edgevid.runtime.crosscheck`` says why), and no NaN or inf on either side.
+A failure is an ``EdgevidError`` naming the backend, the output and the largest difference.
 """
 
 from __future__ import annotations
@@ -23,6 +23,7 @@ from typing import Any
 
 import numpy as np
 
+from edgevid.errors import EdgevidError
 from edgevid.manifest import Preprocess, StatePair
 from edgevid.runtime.crosscheck import (  # noqa: F401 - part of this module's API
     DEFAULT_TOLERANCE,
@@ -103,6 +104,21 @@ def validate_run(backend: str, run: RunFn, *, mode: str, model: Any, streaming: 
         encodings = encodings or {}
         got = [decode_states(step, states, encodings) for step in run_stream(run, states, inputs.graph_clips, batch)]
         want = reference_stream(streaming, float_states(states, encodings), inputs.torch_clips)
+    require_finite(backend, got, want)
     result = compare(backend, got, want, tolerance)
     result["inputs"] = inputs.source
     return result
+
+
+def require_finite(backend: str, got: Sequence[dict[str, np.ndarray]], want: Sequence[dict[str, np.ndarray]]) -> None:
+    """Fail validation on NaN or inf, from torch or from the export.
+
+    A model whose outputs are NaN must not pass: in a max over differences a NaN reads as
+    no difference at all (a diverged checkpoint exported "with max diff 0, 100% agreement").
+    """
+    for who, runs in (("the torch model", want), (f"the exported model on {backend}", got)):
+        for step in runs:
+            for name, value in step.items():
+                if np.issubdtype(value.dtype, np.floating) and not np.isfinite(value).all():
+                    raise EdgevidError(f"validation failed on {backend}: {who} gives NaN or inf in output {name!r} on "
+                                       "the validation clips (are its weights finite?)")

@@ -91,11 +91,13 @@ def compare(backend: str, got: list[dict[str, np.ndarray]], want: list[dict[str,
             if g[name].shape != ref.shape:
                 raise EdgevidError(f"{backend}: output {name!r} has shape {g[name].shape}, {reference} gives {ref.shape}")
             diff = float(np.max(np.abs(g[name].astype(np.float64) - ref.astype(np.float64)), initial=0.0))
-            diffs[name] = max(diffs.get(name, 0.0), diff)
-            scales[name] = max(scales.get(name, 0.0), float(np.max(np.abs(ref), initial=0.0)))
+            # np.maximum keeps a NaN (Python's max drops it: NaN weights "agreed" with difference 0).
+            diffs[name] = float(np.maximum(diffs.get(name, 0.0), diff))
+            scales[name] = float(np.maximum(scales.get(name, 0.0), np.max(np.abs(ref), initial=0.0)))
         agree += int(np.sum(np.argmax(g["logits"], -1) == np.argmax(w["logits"], -1)))
         total += int(np.prod(w["logits"].shape[:-1]))
-    worst = max(diffs, key=lambda n: diffs[n] / max(scales[n], _TINY))
+    not_finite = [n for n in diffs if not np.isfinite(diffs[n])]
+    worst = not_finite[0] if not_finite else max(diffs, key=lambda n: diffs[n] / max(scales[n], _TINY))
     allowed = tolerance * max(scales[worst], _TINY)
     if not diffs[worst] <= allowed:  # "not <=" also catches NaN
         raise EdgevidError(

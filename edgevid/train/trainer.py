@@ -76,6 +76,11 @@ class EpochResult:
     seconds: float
 
 
+# Bounds of the numeric settings (the CLI checks the same at parse time: edgevid.commands.train).
+MAX_LR = 10.0  # AdamW steps are ~lr per weight: far above any useful rate, still finite
+MAX_WIDTH = 4.0  # MobileNetV2 width multiplier
+MAX_SEED = 2**32 - 1  # numpy's seeding range
+
 # The fields a resumed run must share with the run that wrote <out>.last.
 _RESUME_KEYS = ("model", "width_mult", "frames", "size", "resize", "sampling", "batch_size")
 
@@ -103,19 +108,25 @@ def check_config(cfg: TrainConfig) -> None:
     from edgevid.data.datasets import ON_ERROR
     from edgevid.data.sampling import SAMPLING_MODES
     from edgevid.models import get_config
+    from edgevid.train.workers import max_workers
 
     model_config = get_config(cfg.model)  # unknown model: the error lists the known ones
     for name, value, low in (("--epochs", cfg.epochs, 1), ("--batch-size", cfg.batch_size, 1),
                              ("--frames", cfg.frames, 1), ("--size", cfg.size, 16), ("--workers", cfg.workers, 0)):
         if value < low:
             raise EdgevidError(f"{name} must be at least {low}, got {value}")
+    if cfg.workers > max_workers():
+        raise EdgevidError(f"--workers must be at most {max_workers()} (4 per CPU, at most 64), got {cfg.workers}")
+    if not 0 <= cfg.seed <= MAX_SEED:
+        raise EdgevidError(f"--seed must be between 0 and {MAX_SEED}, got {cfg.seed}")
     model_config.check_input(cfg.frames, cfg.size)
     if cfg.resize is not None and cfg.resize < cfg.size:
         raise EdgevidError(f"resize ({cfg.resize}) must be at least the crop --size ({cfg.size})")
-    if not cfg.lr > 0:
-        raise EdgevidError(f"--lr must be > 0, got {cfg.lr}")
-    if cfg.width_mult is not None and not cfg.width_mult > 0:
-        raise EdgevidError(f"--width-mult must be > 0, got {cfg.width_mult}")
+    # "not >" lets neither NaN nor a negative through; inf is refused by name (it trains NaN weights).
+    if not 0 < cfg.lr <= MAX_LR:
+        raise EdgevidError(f"--lr must be > 0 and at most {MAX_LR:g}, got {cfg.lr}")
+    if cfg.width_mult is not None and not 0 < cfg.width_mult <= MAX_WIDTH:
+        raise EdgevidError(f"--width-mult must be > 0 and at most {MAX_WIDTH:g}, got {cfg.width_mult}")
     if cfg.sampling not in SAMPLING_MODES:
         raise EdgevidError(f"--sampling must be one of {', '.join(SAMPLING_MODES)}, got {cfg.sampling!r}")
     if cfg.on_error not in ON_ERROR:
@@ -180,13 +191,21 @@ def _resume_state(cfg: TrainConfig) -> dict[str, Any]:
 
 
 def loader_workers(workers: int) -> dict[str, Any]:
-    """DataLoader keywords for ``workers`` processes, started by a fork server.
+    """DataLoader keywords for ``workers`` processes, started by a fork server, dying with this process.
 
     Plain fork copies a process whose OpenVINO / ONNX Runtime / OpenMP thread pools may be
     running (library use after an export or a benchmark), and the child can crash; a fork
-    server forks from a clean process instead.
+    server forks from a clean process instead. CPython's fork server and its children keep
+    each other alive once their parent is killed, so each worker watches its parent
+    (``edgevid.train.workers``).
     """
-    return {"num_workers": workers, "multiprocessing_context": "forkserver" if workers > 0 else None}
+    from edgevid.train.workers import max_workers, watch_parent
+
+    if not 0 <= workers <= max_workers():
+        raise EdgevidError(f"--workers must be between 0 and {max_workers()} (4 per CPU, at most 64), got {workers}")
+    if workers == 0:
+        return {"num_workers": 0}
+    return {"num_workers": workers, "multiprocessing_context": "forkserver", "worker_init_fn": watch_parent}
 
 
 _F = TypeVar("_F", bound=Callable[..., Any])
@@ -266,6 +285,17 @@ def run_epoch(model: nn.Module, loader: DataLoader, optimizer: torch.optim.Optim
     return losses
 
 
+def _require_finite(model: nn.Module, epoch: int, lr: float) -> None:
+    """Stop a run whose weights went NaN or inf, before anything of this epoch is saved."""
+    from edgevid.models.weights import nonfinite_tensors
+
+    bad, total = nonfinite_tensors(model.state_dict())
+    if bad:
+        raise EdgevidError(f"training diverged in epoch {epoch}: {len(bad)} of {total} weight tensors hold NaN or inf "
+                           f"(e.g. {bad[0]}); nothing of this epoch was saved: train again with a lower --lr "
+                           f"(this run: {lr:g})")
+
+
 def _frame_stride(cfg: TrainConfig, num_frames: list[int | None]) -> int:
     """The typical gap between the frames the model sees in training.
 
@@ -331,6 +361,7 @@ def train(cfg: TrainConfig) -> list[EpochResult]:
     for epoch in range(start, cfg.epochs):
         t0 = time.perf_counter()
         losses = run_epoch(model, train_loader, optimizer, scheduler, f"epoch {epoch + 1}/{cfg.epochs}", cfg.progress)
+        _require_finite(model, epoch + 1, cfg.lr)
         logits, labels = predict(model, val_loader, cfg.progress)
         result = EpochResult(epoch + 1, float(np.mean(losses)), top1_accuracy(logits, labels),
                              order_pair_accuracy(logits, labels, classes, pairs), time.perf_counter() - t0)

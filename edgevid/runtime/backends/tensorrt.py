@@ -98,6 +98,16 @@ def _check(result: Any) -> Any:
     return values[0] if len(values) == 1 else tuple(values)
 
 
+def _require_finite(got: list[dict[str, np.ndarray]], want: list[dict[str, np.ndarray]]) -> None:
+    """Refuse NaN / inf in the check of a new engine (a max over NaN differences can read as 0)."""
+    for who, runs in (("ONNX Runtime", want), ("the new TensorRT engine", got)):
+        for step in runs:
+            for name, value in step.items():
+                if np.issubdtype(value.dtype, np.floating) and not np.isfinite(value).all():
+                    raise te.EngineError(f"validation failed on tensorrt: {who} gives NaN or inf in output {name!r} "
+                                         "on the check inputs (are the model's weights finite?)")
+
+
 class TensorRTRunner(Runner):
     """TensorRT on the artifact's engine, or one built (and cached) on first load.
 
@@ -243,6 +253,7 @@ class TensorRTRunner(Runner):
             self._release_call()
         key = "int8" if m.precision == "int8" else "fp16" if (m.precision == "fp16" or self.build_options.fp16_kernels) \
             else "fp32"
+        _require_finite(got, want)
         return crosscheck.compare("tensorrt", got, want, crosscheck.DEFAULT_TOLERANCE[key], reference="ONNX Runtime")
 
     @property

@@ -25,21 +25,36 @@ cache persists per GPU and TensorRT version, so a rebuild skips the kernel timin
 before. A shipped engine (built by ``edgevid export --target tensorrt`` on the device) is used
 only when the TensorRT version and GPU it records are this one's: deserializing an engine of
 another TensorRT version is refused by TensorRT or, on some versions, crashes.
+
+The cache is a trust boundary: an engine is code the GPU runs, and a ``meta.json`` (sha256
+included) proves nothing if someone else could write both. So, as ssh does with ``~/.ssh``,
+the cache root ``tensorrt/``, each entry folder and each file in it must be a real folder or
+file (never a link), owned by this user and not writable by group or others. Folders are
+opened without following links and files are read and written relative to those open
+folders (temp file + rename inside the entry, mode 0600; folders made 0700), so a link or a
+folder swapped in between the check and the use is never followed. A cache that fails the
+check is not used: one warning names the path and the fix, and the engine is built for this
+run only (in memory).
 """
 
 from __future__ import annotations
 
+import contextlib
+import errno
 import hashlib
 import json
+import os
+import secrets
+import stat
 import sys
 import warnings
+from collections.abc import Iterator
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
 from edgevid.cache import cache_dir
 from edgevid.errors import EdgevidError, EdgevidWarning
-from edgevid.manifest import atomic_write_bytes, atomic_write_text
 
 # TensorRT DataType member -> numpy dtype name. Our own map, not trt.nptype: TensorRT 8.5.2's
 # nptype uses np.bool, which numpy 1.24-1.26 (the numpy of JetPack 5's Python 3.8) lacks.
@@ -47,10 +62,17 @@ TRT_DTYPES = {"FLOAT": "float32", "HALF": "float16", "INT8": "int8", "INT32": "i
               "BOOL": "bool", "UINT8": "uint8"}
 DEFAULT_PROFILES = 4  # concurrent streams of a dynamic-shape engine on TensorRT 8.x
 ENGINE_NAME, META_NAME = "model.engine", "meta.json"
+_FOLDER_MODE, _FILE_MODE = 0o700, 0o600
+_NOFOLLOW = getattr(os, "O_NOFOLLOW", 0) | getattr(os, "O_CLOEXEC", 0)
+_WARNED: set[str] = set()  # cache warnings already given in this process (one each)
 
 
 class EngineError(EdgevidError):
     """A TensorRT engine cannot be built or used as asked."""
+
+
+class UnsafeCacheError(EngineError):
+    """A cache folder or file that someone else could have written (a link, another owner, group/other-writable)."""
 
 
 def version_tuple(text: str) -> tuple[int, ...]:
@@ -161,11 +183,112 @@ def timing_cache_path(facts: DeviceFacts) -> Path:
     return cache_dir() / "tensorrt" / "timing" / f"{_key(asdict(facts))[:20]}.cache"
 
 
-def load_cached(folder: Path, key: dict[str, Any]) -> bytes | None:
-    """The cached engine in ``folder`` if its meta records exactly ``key`` and its bytes are intact."""
+def _check_private(st: os.stat_result, path: Path, kind: str) -> None:
+    """Refuse a cache folder or file that is not a plain one of ours, closed to group and others."""
+    plain = stat.S_ISDIR(st.st_mode) if kind == "folder" else stat.S_ISREG(st.st_mode)
+    if not plain:
+        raise UnsafeCacheError(f"{path} is not a plain {kind}: remove it (rm -r {path})")
+    uid = os.geteuid()
+    if st.st_uid != uid:
+        raise UnsafeCacheError(f"{path} belongs to user id {st.st_uid}, not to this user ({uid}): "
+                               f"remove it (rm -r {path})")
+    if st.st_mode & (stat.S_IWGRP | stat.S_IWOTH):
+        raise UnsafeCacheError(f"{path} is writable by group or others: chmod go-w {path}")
+
+
+def _open_folder(name: str | Path, shown: Path, *, dir_fd: int | None = None, create: bool = False) -> int:
+    """An open descriptor of the cache folder ``name`` (relative to ``dir_fd``), never through a link."""
+    flags = os.O_RDONLY | os.O_DIRECTORY | _NOFOLLOW
     try:
-        meta = json.loads((folder / META_NAME).read_text())
-        data = (folder / ENGINE_NAME).read_bytes()
+        try:
+            fd = os.open(name, flags, dir_fd=dir_fd)
+        except FileNotFoundError:
+            if not create:
+                raise
+            with contextlib.suppress(FileExistsError):
+                os.mkdir(name, _FOLDER_MODE, dir_fd=dir_fd)
+            fd = os.open(name, flags, dir_fd=dir_fd)
+    except OSError as exc:
+        if exc.errno in (errno.ELOOP, errno.ENOTDIR):  # O_NOFOLLOW on a link; O_DIRECTORY on a file
+            raise UnsafeCacheError(f"{shown} is a link or not a folder: remove it (rm {shown})") from None
+        raise
+    try:
+        _check_private(os.fstat(fd), shown, "folder")
+    except BaseException:
+        os.close(fd)
+        raise
+    return fd
+
+
+@contextlib.contextmanager
+def _cache_folder_fd(folder: Path, *, create: bool) -> Iterator[int]:
+    """The open entry ``folder`` of the cache root ``folder.parent``, both checked private."""
+    if not {os.open, os.mkdir, os.rename, os.unlink} <= os.supports_dir_fd or not hasattr(os, "O_DIRECTORY"):
+        raise UnsafeCacheError("this system cannot open folders without following links (no dir_fd support)")
+    if create:
+        folder.parent.parent.mkdir(parents=True, exist_ok=True)  # $EDGEVID_CACHE itself: the user's choice
+    root = _open_folder(folder.parent, folder.parent, create=create)
+    try:
+        fd = _open_folder(folder.name, folder, dir_fd=root, create=create)
+    finally:
+        os.close(root)
+    try:
+        yield fd
+    finally:
+        os.close(fd)
+
+
+def _read_private(dir_fd: int, name: str, shown: Path) -> bytes:
+    """A file of an open cache folder, checked private (O_NONBLOCK: a planted FIFO never blocks)."""
+    try:
+        fd = os.open(name, os.O_RDONLY | os.O_NONBLOCK | _NOFOLLOW, dir_fd=dir_fd)
+    except OSError as exc:
+        if exc.errno == errno.ELOOP:
+            raise UnsafeCacheError(f"{shown} is a link: remove it (rm {shown})") from None
+        raise
+    with os.fdopen(fd, "rb") as fh:
+        _check_private(os.fstat(fh.fileno()), shown, "file")
+        return fh.read()
+
+
+def _write_private(dir_fd: int, name: str, data: bytes) -> None:
+    """Write ``name`` in an open cache folder: a fresh temp file (0600) renamed over it, never half-written.
+
+    ``edgevid.manifest.atomic_writer`` takes a path, which is looked up again at the write;
+    here both the temp file and the rename are relative to the folder checked at open.
+    """
+    tmp = f".{name}.{secrets.token_hex(8)}.tmp"
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | _NOFOLLOW, _FILE_MODE, dir_fd=dir_fd)
+    try:
+        with os.fdopen(fd, "wb") as fh:
+            fh.write(data)
+        os.replace(tmp, name, src_dir_fd=dir_fd, dst_dir_fd=dir_fd)
+    except BaseException:
+        with contextlib.suppress(OSError):
+            os.unlink(tmp, dir_fd=dir_fd)
+        raise
+
+
+def _warn_once(text: str) -> None:
+    if text not in _WARNED:
+        _WARNED.add(text)
+        warnings.warn(text, EdgevidWarning, stacklevel=4)
+
+
+def _not_using(exc: UnsafeCacheError) -> None:
+    _warn_once(f"not using the TensorRT engine cache: {exc}; the engine is built for this run only")
+
+
+def load_cached(folder: Path, key: dict[str, Any]) -> bytes | None:
+    """The cached engine in ``folder`` if the cache is private, its meta records exactly ``key`` and
+    its bytes are the ones the build recorded; else None (a warning if the cache is not private)."""
+    try:
+        with _cache_folder_fd(folder, create=False) as fd:
+            meta = json.loads(_read_private(fd, META_NAME, folder / META_NAME))
+            data = _read_private(fd, ENGINE_NAME, folder / ENGINE_NAME)
+    except UnsafeCacheError as exc:
+        _not_using(exc)
+        return None
     except (OSError, UnicodeDecodeError, json.JSONDecodeError):
         return None
     if not isinstance(meta, dict) or {k: meta.get(k) for k in key} != key:
@@ -176,17 +299,39 @@ def load_cached(folder: Path, key: dict[str, Any]) -> bytes | None:
 
 
 def save_cached(folder: Path, key: dict[str, Any], data: bytes, extra: dict[str, Any]) -> Path | None:
-    """Write engine + meta into ``folder`` (atomically); None, with a warning, if it cannot be written."""
+    """Write engine + meta into the private ``folder`` (atomically); None, with a warning, if it cannot."""
+    meta = {**key, "engine_sha256": hashlib.sha256(data).hexdigest(), **extra}
     try:
-        folder.mkdir(parents=True, exist_ok=True)
-        atomic_write_bytes(folder / ENGINE_NAME, data)
-        meta = {**key, "engine_sha256": hashlib.sha256(data).hexdigest(), **extra}
-        atomic_write_text(folder / META_NAME, json.dumps(meta, indent=2) + "\n")
-    except (OSError, EdgevidError) as exc:
-        warnings.warn(f"cannot cache the TensorRT engine in {folder} ({exc}); it is rebuilt on the next load "
-                      "(set EDGEVID_CACHE to a writable folder)", EdgevidWarning, stacklevel=3)
+        with _cache_folder_fd(folder, create=True) as fd:
+            _write_private(fd, ENGINE_NAME, data)
+            _write_private(fd, META_NAME, (json.dumps(meta, indent=2) + "\n").encode())
+    except UnsafeCacheError as exc:
+        _not_using(exc)
+        return None
+    except OSError as exc:
+        _warn_once(f"cannot cache the TensorRT engine in {folder} ({exc.strerror or exc}); it is rebuilt on the "
+                   "next load (set EDGEVID_CACHE to a writable folder)")
         return None
     return folder / ENGINE_NAME
+
+
+def read_timing_cache(path: Path) -> bytes:
+    """The builder's timing cache at ``path`` if the cache is private (else empty: a slower build)."""
+    try:
+        with _cache_folder_fd(path.parent, create=False) as fd:
+            return _read_private(fd, path.name, path)
+    except UnsafeCacheError as exc:
+        _not_using(exc)
+    except OSError:
+        pass
+    return b""
+
+
+def write_timing_cache(path: Path, blob: bytes) -> None:
+    """Keep the builder's timing cache for the next build (only a speed-up: failures are silent)."""
+    with contextlib.suppress(UnsafeCacheError, OSError):
+        with _cache_folder_fd(path.parent, create=True) as fd:
+            _write_private(fd, path.name, blob)
 
 
 def _flag(trt: Any, enum: str, name: str) -> Any:
@@ -250,22 +395,14 @@ def build_engine(trt: Any, onnx_path: str | Path, opts: BuildOptions, *, timing_
         config.add_optimization_profile(profile)
     cache = None
     if timing_cache is not None:
-        try:
-            blob = timing_cache.read_bytes()
-        except OSError:
-            blob = b""
-        cache = config.create_timing_cache(blob)
+        cache = config.create_timing_cache(read_timing_cache(timing_cache))
         config.set_timing_cache(cache, False)
     serialized = builder.build_serialized_network(network, config)
     if serialized is None:
         raise EngineError(f"TensorRT {trt.__version__} failed to build an engine from {Path(onnx_path).name} "
                           "(its log above says why)")
     if timing_cache is not None:
-        try:
-            timing_cache.parent.mkdir(parents=True, exist_ok=True)
-            atomic_write_bytes(timing_cache, bytes(memoryview(config.get_timing_cache().serialize())))
-        except (OSError, EdgevidError):
-            pass  # only a speed-up for the next build
+        write_timing_cache(timing_cache, bytes(memoryview(config.get_timing_cache().serialize())))
     return bytes(memoryview(serialized))  # IHostMemory is a buffer
 
 
