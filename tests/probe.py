@@ -97,3 +97,46 @@ def check_one_line(proc: subprocess.CompletedProcess, expected: str) -> str:
                if line.strip() and not line.startswith(("edgevid", "  ", "usage:", "note:", "warning:"))]
     assert not foreign, foreign
     return errors[0]
+
+
+def check_case(argv: list, expected: str, cwd: Path, *watch: Path, timeout: float = 120) -> str:
+    """One bad-input case: the one-line contract, nothing written under ``cwd`` and ``watch``, no
+    process left behind. Returns the error line."""
+    before = snapshot(cwd, *watch)
+    tag = new_tag()
+    try:
+        line = check_one_line(edgevid(argv, cwd=cwd, tag=tag, timeout=timeout), expected)
+        assert not leftovers(tag)
+    finally:
+        kill_tagged(tag)
+    assert snapshot(cwd, *watch) == before, "the failed command wrote something"
+    return line
+
+
+def kill_midway(argv: list, cwd: Path, sig: int, started, what: str, timeout: float = 120,
+                grace: float = 5.0) -> tuple[int, str]:
+    """Start ``edgevid *argv`` (tagged), wait until ``started(pid, tag)`` is true, send ``sig``.
+
+    Asserts that no process of the command is left ``grace`` seconds after it exited; returns
+    (its return code, its stderr). ``what`` names the awaited state in the failure message.
+    """
+    tag = new_tag()
+    env = {**os.environ, "PYTHONUNBUFFERED": "1", TAG_VAR: tag}
+    proc = subprocess.Popen([sys.executable, "-m", "edgevid.cli", *map(str, argv)], cwd=cwd, env=env,
+                            stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    try:
+        deadline = time.monotonic() + timeout
+        while not started(proc.pid, tag):
+            assert proc.poll() is None, f"exited before {what}: {proc.stderr.read()[-2000:]}"
+            assert time.monotonic() < deadline, f"never reached: {what}"
+            time.sleep(0.05)
+        proc.send_signal(sig)
+        proc.wait(timeout=30)
+        left = leftovers(tag, wait=grace)
+        assert left == [], left
+    finally:
+        kill_tagged(tag)
+        if proc.poll() is None:
+            proc.kill()
+        proc.wait()
+    return proc.returncode, proc.stderr.read()

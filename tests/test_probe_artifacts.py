@@ -15,14 +15,12 @@ import os
 import shutil
 import signal
 import subprocess
-import sys
-import time
 from pathlib import Path
 
 import numpy as np
 import pytest
 from fakes.tensorrt_fake import install  # tests/ is on sys.path (pytest's rootdir conftest)
-from probe import TAG_VAR, check_one_line, edgevid, kill_tagged, leftovers, new_tag, snapshot
+from probe import check_one_line, edgevid, kill_midway, leftovers, new_tag, snapshot
 
 from edgevid.errors import EdgevidError, EdgevidWarning
 from edgevid.runtime.backends import tensorrt_engine as te
@@ -437,28 +435,11 @@ def test_train_leaves_no_process_and_no_partial_file(sig, synth_data, tmp_path):
     tracker stayed (300-550 MB each); now all are gone within seconds, and nothing partial is left."""
     out = tmp_path / "out"
     out.mkdir()
-    tag = new_tag()
     argv = ["train", "--model", "tsm", "--data", synth_data, "-o", out / "m.pt", "--size", "32", "--frames", "4",
             "--width", "0.25", "--batch-size", "2", "--workers", "2", "--epochs", "50", "-q"]
-    env = {**os.environ, TAG_VAR: tag, "PYTHONUNBUFFERED": "1"}
-    proc = subprocess.Popen([sys.executable, "-m", "edgevid.cli", *map(str, argv)], cwd=tmp_path, env=env,
-                            stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
-    try:
-        deadline = time.monotonic() + 120
-        while _running_workers(tag, proc.pid) < 2:
-            assert proc.poll() is None, proc.stderr.read()[-2000:]
-            assert time.monotonic() < deadline, "the DataLoader workers never started"
-            time.sleep(0.1)
-        proc.send_signal(sig)
-        proc.wait(timeout=30)
-        left = leftovers(tag, wait=10)
-        assert left == [], left
-    finally:
-        kill_tagged(tag)
-        if proc.poll() is None:
-            proc.kill()
-        proc.wait()
-    assert proc.returncode == (143 if sig == signal.SIGTERM else -signal.SIGKILL)
+    rc, stderr = kill_midway(argv, tmp_path, sig, lambda pid, tag: _running_workers(tag, pid) >= 2,
+                             "both DataLoader workers running", grace=10)
+    assert rc == (143 if sig == signal.SIGTERM else -signal.SIGKILL)
     if sig == signal.SIGTERM:
-        assert "Traceback" not in proc.stderr.read()
+        assert "Traceback" not in stderr
     assert [p.name for p in out.iterdir() if p.name not in ("m.pt", "m.pt.last")] == []  # no temp file

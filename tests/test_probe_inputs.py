@@ -21,7 +21,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 import pytest
-from probe import TAG_VAR, check_one_line, edgevid, kill_tagged, leftovers, new_tag, snapshot
+from probe import TAG_VAR, check_one_line, edgevid, kill_midway, kill_tagged, leftovers, new_tag, snapshot
 
 # --- options: bounds checked at parse time, before anything is allocated or written ---------------
 
@@ -230,25 +230,12 @@ def _writing(folder: Path) -> bool:
 @pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGKILL], ids=["SIGTERM", "SIGKILL"])
 def test_s2_killed_synth_leaves_no_staging_folder_and_no_process(sig, tmp_path):
     out = tmp_path / "ds"
-    tag = new_tag()
-    env = {**os.environ, "PYTHONUNBUFFERED": "1", TAG_VAR: tag}
-    proc = subprocess.Popen([sys.executable, "-m", "edgevid.cli", *_LONG_SYNTH, "-o", str(out)], cwd=tmp_path,
-                            env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, stdin=subprocess.DEVNULL)
-    try:
-        deadline = time.monotonic() + 60
-        while not _writing(tmp_path) and proc.poll() is None and time.monotonic() < deadline:
-            time.sleep(0.05)
-        assert proc.poll() is None and _staging(tmp_path), "the synth never started writing"
-        proc.send_signal(sig)
-        rc = proc.wait(timeout=30)
-        assert not leftovers(tag)
-    finally:
-        kill_tagged(tag)
-        proc.kill()
+    rc, stderr = kill_midway([*_LONG_SYNTH, "-o", out], tmp_path, sig, lambda *_: _writing(tmp_path),
+                             "the synth writing its videos")
     assert rc == (128 + signal.SIGTERM if sig == signal.SIGTERM else -signal.SIGKILL)
     assert not out.exists()
     if sig == signal.SIGTERM:
-        assert "Traceback" not in proc.stderr.read().decode()
+        assert "Traceback" not in stderr
         assert list(tmp_path.iterdir()) == [], "SIGTERM left the staging folder"
         return
     stale = _staging(tmp_path)

@@ -18,7 +18,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from probe import check_one_line, edgevid, kill_tagged, leftovers, new_tag, snapshot
+from probe import check_case, check_one_line, edgevid, kill_midway
 
 # Runs a command as root without the capabilities that let root ignore file permissions, so a
 # mode-000 folder is as unreadable as it is for any user (the suite runs as root in CI).
@@ -164,15 +164,7 @@ def test_probe_case_is_one_clear_line(name, art, runtime_video, tmp_path):
     work = tmp_path / "work"
     work.mkdir()
     argv, expected = CASES[name](work, art, runtime_video)
-    before = snapshot(work, art)
-    tag = new_tag()
-    try:
-        proc = edgevid(argv, cwd=work, tag=tag, timeout=120)
-        check_one_line(proc, expected)
-        assert not leftovers(tag)
-    finally:
-        kill_tagged(tag)
-    assert snapshot(work, art) == before, "the failed command wrote something"
+    check_case(argv, expected, work, art)
 
 
 def test_c13_cache_is_a_file(tmp_path):
@@ -265,27 +257,13 @@ def _partials(folder: Path) -> list[str]:
 def test_s1_killed_run_out_leaves_no_partial_video(sig, art, tmp_path):
     video = _long_video(tmp_path / "long.mp4", 3000)
     out = tmp_path / "o.mp4"
-    tag = new_tag()
-    env = {**os.environ, "PYTHONUNBUFFERED": "1", "EDGEVID_PROBE_TAG": tag}
-    proc = subprocess.Popen([sys.executable, "-m", "edgevid.cli", "run", str(art), "--video", str(video), "-o",
-                             str(out), "--every", "1"], cwd=tmp_path, env=env, stdout=subprocess.DEVNULL,
-                            stderr=subprocess.PIPE, stdin=subprocess.DEVNULL)
-    try:
-        deadline = time.monotonic() + 60
-        while not _partials(tmp_path) and time.monotonic() < deadline:
-            time.sleep(0.05)
-        assert _partials(tmp_path), "the run never started writing"
-        proc.send_signal(sig)
-        rc = proc.wait(timeout=30)
-        assert not leftovers(tag)
-    finally:
-        kill_tagged(tag)
-        proc.kill()
+    rc, stderr = kill_midway(["run", art, "--video", video, "-o", out, "--every", "1"], tmp_path, sig,
+                             lambda *_: bool(_partials(tmp_path)), "writing the video")
     assert rc == (143 if sig == signal.SIGTERM else -9)
     assert not out.exists()
     if sig == signal.SIGTERM:
         assert _partials(tmp_path) == [], "SIGTERM left the temp video"
-        assert "Traceback" not in proc.stderr.read().decode()
+        assert "Traceback" not in stderr
         return
     assert _partials(tmp_path), "SIGKILL cannot clean up: the next run to the same file must"
     done = edgevid(["run", art, "--video", video, "-q", "-o", out, "--max-frames", "8"], cwd=tmp_path)
@@ -456,25 +434,12 @@ def test_r13_killed_report_leaves_no_output_folder_and_no_process(sig, tmp_path)
     data = tmp_path / "data"
     generate_dataset(data, seed=1, videos_per_class=2, frames=16, size=64, val_fraction=0.5, progress=False)
     cache, out = tmp_path / "cache", tmp_path / "out"
-    tag = new_tag()
-    env = {**os.environ, "PYTHONUNBUFFERED": "1", "EDGEVID_PROBE_TAG": tag}
-    proc = subprocess.Popen([sys.executable, "-m", "edgevid.cli", "report", "--model", "tsm", "--backends",
-                             "onnxruntime", "--precisions", "fp32", "--modes", "stream", "--size", "64", "--data",
-                             str(data), "--cache", str(cache), "-o", str(out), "-q"], cwd=tmp_path, env=env,
-                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, stdin=subprocess.DEVNULL)
-    try:
-        deadline = time.monotonic() + 120
-        while not list(cache.glob(".*.partial")) and time.monotonic() < deadline and proc.poll() is None:
-            time.sleep(0.05)
-        assert list(cache.glob(".*.partial")), "the report never started building its artifact"
-        proc.send_signal(sig)
-        rc = proc.wait(timeout=30)
-        assert not leftovers(tag)
-    finally:
-        kill_tagged(tag)
-        proc.kill()
+    argv = ["report", "--model", "tsm", "--backends", "onnxruntime", "--precisions", "fp32", "--modes", "stream",
+            "--size", "64", "--data", data, "--cache", cache, "-o", out, "-q"]
+    rc, stderr = kill_midway(argv, tmp_path, sig, lambda *_: bool(list(cache.glob(".*.partial"))),
+                             "building the report's artifact")
     assert rc == (143 if sig == signal.SIGTERM else -9)
     assert not out.exists(), "the output folder was created before there was a report to write"
     if sig == signal.SIGTERM:
         assert not list(cache.glob(".*")), "SIGTERM left the staging folder"
-        assert "Traceback" not in proc.stderr.read().decode()
+        assert "Traceback" not in stderr

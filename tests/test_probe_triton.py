@@ -23,7 +23,7 @@ import time
 from pathlib import Path
 
 import pytest
-from probe import TAG_VAR, check_one_line, edgevid, kill_tagged, leftovers, new_tag, snapshot
+from probe import TAG_VAR, check_case, check_one_line, edgevid, kill_tagged, leftovers, new_tag
 
 pytest.importorskip("tritonclient.grpc", reason="tritonclient is not installed (pip install 'edgevid[triton]')")
 
@@ -212,15 +212,7 @@ def test_probe_case_is_one_clear_line(name, art, runtime_video, tmp_path):
     work = tmp_path / "work"
     work.mkdir()
     argv, expected = CASES[name](work, art, runtime_video)
-    before = snapshot(work, art)
-    tag = new_tag()
-    try:
-        proc = edgevid(argv, cwd=work, tag=tag, timeout=120)
-        check_one_line(proc, expected)
-        assert not leftovers(tag)
-    finally:
-        kill_tagged(tag)
-    assert snapshot(work, art) == before, "the failed command wrote something"
+    check_case(argv, expected, work, art)
 
 
 def test_t15_read_only_parent_of_output(art, tmp_path):
