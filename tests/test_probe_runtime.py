@@ -328,6 +328,8 @@ def test_u23_million_frame_stream_keeps_rss_flat(runtime_stream_artifact, tmp_pa
     after_warmup = samples[len(samples) // 5:-1]
     assert len(after_warmup) >= 5, samples
     growth = (max(after_warmup) - min(after_warmup)) / 1024
+    print(f"RSS after warm-up: {min(after_warmup) / 1024:.1f}-{max(after_warmup) / 1024:.1f} MiB over "
+          f"{len(after_warmup)} samples (growth {growth:.2f} MiB)")
     assert growth < 5, f"RSS moved by {growth:.1f} MiB after warm-up: {samples}"
 
 

@@ -7,6 +7,8 @@ import json
 import math
 from dataclasses import asdict
 
+from edgevid.commands.weights_option import add_weights_option, checkpoint_of
+
 
 def add_parser(sub: argparse._SubParsersAction) -> None:
     """Register `eval`."""
@@ -17,7 +19,8 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     )
     p.add_argument("--model", required=True, help="zoo name, e.g. tsm")
     p.add_argument("--data", required=True, help="dataset folder")
-    p.add_argument("--checkpoint", default="default", help="weights (default: the checkpoint shipped with the model)")
+    p.add_argument("--checkpoint", help="weights (default: the checkpoint shipped with the model)")
+    add_weights_option(p)
     p.add_argument("--split", default="val", help="default: %(default)s")
     p.add_argument("--skip-unreadable", action="store_true",
                    help="leave out videos that cannot be decoded (counted and reported) instead of failing")
@@ -35,7 +38,7 @@ def run(args: argparse.Namespace) -> int:
     from edgevid.train.evaluate import evaluate_checkpoint
 
     with exit_on():  # SIGTERM: the loader's worker shut down, exit 143
-        r = evaluate_checkpoint(args.model, args.data, args.checkpoint, args.split,
+        r = evaluate_checkpoint(args.model, args.data, checkpoint_of(args, "default", not args.quiet), args.split,
                                 on_error="skip" if args.skip_unreadable else "raise", progress=not args.quiet)
     if args.json:
         print(json.dumps(asdict(r), indent=2))

@@ -9,6 +9,7 @@ from pathlib import Path
 
 # Plain data only (no torch): `edgevid --help` stays instant.
 from edgevid.commands import argtypes
+from edgevid.commands.weights_option import add_weights_option, checkpoint_of
 from edgevid.export.api import MAX_BATCH, MAX_TOLERANCE, MAX_WIDTH_MULT, MIN_WIDTH_MULT
 from edgevid.export.targets import DEFAULT_OPSET, PRECISIONS, TARGETS, target_names
 
@@ -29,6 +30,7 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--model", required=True, help="zoo model name or alias (see `edgevid zoo list`)")
     p.add_argument("--checkpoint", metavar="PATH",
                    help="weights to export (default: the checkpoint shipped with the model, else random init)")
+    add_weights_option(p)
     p.add_argument("--mode", choices=("clip", "stream"),
                    help="clip: frames (N,T,3,H,W) -> logits; stream: frame + states -> logits + states "
                         "(default: stream if the model can stream)")
@@ -84,7 +86,7 @@ def run(args: argparse.Namespace) -> int:
 
     with warnings_as_lines("export"):
         manifest = export(
-            args.model, args.output, checkpoint=args.checkpoint, mode=args.mode, target=args.target,
+            args.model, args.output, checkpoint=checkpoint_of(args, None, not args.quiet), mode=args.mode, target=args.target,
             precision=args.precision, frames=args.frames, size=args.size, opset=args.opset,
             uint8_input=args.uint8_input, force=args.force, width_mult=args.width_mult, batch=args.batch,
             validate=not args.no_validate, tolerance=args.tolerance, progress=not args.quiet,
@@ -139,6 +141,11 @@ def summary(manifest, out: Path) -> str:
     build = manifest.build
     lines.append(f"  opset {build.get('opset')}, batch {build.get('batch')}, {len(manifest.labels)} classes, "
                  f"weights: {manifest.provenance.get('weights')}")
+    published = manifest.provenance.get("published")
+    if manifest.provenance.get("source") and isinstance(published, dict):
+        figures = ", ".join(f"{k} {v}" for k, v in published.items() if k in ("dataset", "top1", "top5", "views"))
+        lines.append(f"  weights from {manifest.provenance['source']} ({manifest.provenance.get('hash_check')}); "
+                     f"published: {figures}")
     int8 = build.get("int8")
     if int8:
         acc = int8.get("accuracy")

@@ -8,6 +8,7 @@ import sys
 from typing import Any
 
 from edgevid.commands import argtypes
+from edgevid.commands.weights_option import add_weights_option, checkpoint_of
 
 
 def add_parser(subparsers: Any) -> None:
@@ -20,7 +21,8 @@ def add_parser(subparsers: Any) -> None:
         "report.json and report.html. Default: the built-in held-out videos.",
     )
     p.add_argument("--model", required=True, help="zoo name, e.g. tsm")
-    p.add_argument("--checkpoint", default="default", help="weights (default: the checkpoint shipped with the model)")
+    p.add_argument("--checkpoint", help="weights (default: the checkpoint shipped with the model)")
+    add_weights_option(p)
     p.add_argument("--backends", default="onnxruntime,openvino,tensorrt", metavar="LIST",
                    help="comma-separated: onnxruntime,openvino,tensorrt (default: all; TensorRT rows are "
                    "listed as skipped where there is no GPU)")
@@ -63,7 +65,7 @@ def run(args: argparse.Namespace) -> int:
 
     aliases = {"ort": "onnxruntime", "ov": "openvino", "trt": "tensorrt"}
     opts = ReportOptions(
-        model=get_config(args.model).name, checkpoint=args.checkpoint,
+        model=get_config(args.model).name, checkpoint=checkpoint_of(args, "default", not args.quiet),
         backends=parse_list(args.backends, BACKENDS, "backend", aliases),
         precisions=parse_list(args.precisions, PRECISIONS, "precision"),
         modes=parse_list(args.modes, MODES, "mode"), data=args.data, split=args.split, videos=args.videos,

@@ -7,6 +7,7 @@ import json
 from dataclasses import asdict
 
 from edgevid.commands import argtypes
+from edgevid.commands.weights_option import add_weights_option, checkpoint_of
 
 # The trainer's bounds (edgevid.train.trainer: MAX_LR, MAX_WIDTH), here without importing torch.
 _LR = argtypes.float_range(0.0, 10.0, lo_open=True)
@@ -31,6 +32,7 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     # `--out` (the old name) still works: argparse accepts it as an abbreviation of --output.
     p.add_argument("-o", "--output", required=True, metavar="OUT.pt", help="where to write the best checkpoint")
     p.add_argument("--checkpoint", help="initial weights: ours, an official TSM checkpoint, or a plain state dict")
+    add_weights_option(p)
     p.add_argument("--epochs", type=int, default=30, help="default: %(default)s")
     p.add_argument("--batch-size", type=int, default=8, help="default: %(default)s")
     p.add_argument("--lr", type=_LR, default=2e-3,
@@ -62,7 +64,8 @@ def run(args: argparse.Namespace) -> int:
     from edgevid.signals import exit_on
     from edgevid.train.trainer import TrainConfig, last_path, train
 
-    cfg = TrainConfig(model=args.model, data=args.data, out=args.output, checkpoint=args.checkpoint,
+    cfg = TrainConfig(model=args.model, data=args.data, out=args.output,
+                      checkpoint=checkpoint_of(args, None, not args.quiet),
                       epochs=args.epochs, batch_size=args.batch_size, lr=args.lr, size=args.size,
                       frames=args.frames, width_mult=args.width_mult, sampling=args.sampling,
                       workers=args.workers, seed=args.seed, resume=args.resume, force=args.force,

@@ -221,9 +221,12 @@ def _resolve_checkpoint(name: str, checkpoint: str | os.PathLike | None) -> tupl
     if checkpoint is None and spec is not None:
         checkpoint = DEFAULT_CHECKPOINT
     if checkpoint is None:
+        public = [w.name for w in get_config(name).weights if w.url]
+        hint = f"pass --weights {public[0]} (its public weights) or --checkpoint PATH" if public else \
+            "pass --checkpoint PATH"
         warnings.warn(RandomWeightsWarning(
             f"{name} ships no checkpoint and none was given: exporting RANDOM weights "
-            "(fine to test the pipeline, useless for predictions); pass --checkpoint PATH"), stacklevel=3)
+            f"(fine to test the pipeline, useless for predictions); {hint}"), stacklevel=3)
         return None, {"weights": "random-init", "checkpoint": None, "checkpoint_sha256": None}
     if checkpoint == DEFAULT_CHECKPOINT:
         if spec is None:
@@ -233,14 +236,21 @@ def _resolve_checkpoint(name: str, checkpoint: str | os.PathLike | None) -> tupl
 
 
 def _build(name: str, checkpoint: Any, weights: dict[str, Any], **overrides: Any) -> Any:
-    """The eval-mode model; hashes a user checkpoint once it has loaded (so it is readable)."""
+    """The eval-mode model; hashes a user checkpoint once it has loaded (so it is readable).
+
+    Public weights (a name such as ``kinetics400``, or the source's file) are recorded with their
+    source, URL, sha256, how that hash was checked, and the source's published accuracy.
+    """
     from edgevid.models import build_model
 
     try:
         net = build_model(name, checkpoint=checkpoint, **overrides)
     except ValueError as exc:  # builder argument errors (e.g. a width multiplier on ResNet-50)
         raise EdgevidError(str(exc)) from exc
-    if weights["weights"] == "checkpoint":
+    public = getattr(net, "weights_info", None)
+    if public is not None:
+        weights.update(public)
+    elif weights["weights"] == "checkpoint":
         weights["checkpoint_sha256"] = sha256_file(checkpoint)
     return net.eval()
 

@@ -62,13 +62,18 @@ def build_model(name: str | ModelConfig, checkpoint: str | os.PathLike | None = 
     """Build a zoo model, optionally loading weights.
 
     ``checkpoint``: ``None`` (random init), ``"default"`` (the shipped checkpoint of the
-    entry), or a path (ours, official TSM, or a plain state dict). The architecture fields
-    stored in our own checkpoints (width, classes, frames, size) and the checkpoint's
+    entry), a path (ours, official TSM, MMAction2, PyTorchVideo, torchvision, a plain state
+    dict), or the name of one of the entry's weights (``"kinetics400"``: a public checkpoint,
+    downloaded once into the cache and verified by ``edgevid.models.hub``; an existing file of
+    that name wins). A file that is an entry's public checkpoint (the source's file name) is
+    checked against the source's hash and gets its labels (Kinetics-400, ...). The architecture
+    fields stored in our own checkpoints (width, classes, frames, size) and the checkpoint's
     classifier size take precedence over the zoo defaults. The returned model carries
-    ``.config`` (the effective ``ModelConfig``) and ``.labels``.
+    ``.config`` (the effective ``ModelConfig``), ``.labels`` and ``.weights_info`` (the
+    provenance of public weights for the manifest, else None).
     """
     from edgevid.errors import EdgevidError
-    from edgevid.models import weights
+    from edgevid.models import hub, weights
 
     config = name if isinstance(name, ModelConfig) else get_config(name)
     width = overrides.get("width_mult")
@@ -80,13 +85,21 @@ def build_model(name: str | ModelConfig, checkpoint: str | os.PathLike | None = 
     state = None
     meta: dict = {}
     source = "checkpoint"
+    shipped = None
     if checkpoint == DEFAULT_CHECKPOINT:
-        spec = config.default_weights
-        if spec is None:
+        shipped = config.default_weights
+        if shipped is None:
             raise EdgevidError(f"{config.name} ships no checkpoint; pass --checkpoint PATH")
-        checkpoint = spec.path
-        if weights.sha256_of(checkpoint) != spec.sha256:
+    elif isinstance(checkpoint, str) and not os.path.isfile(checkpoint) \
+            and any(w.name == checkpoint for w in config.weights):
+        spec = hub.find_weights(config, checkpoint)
+        checkpoint, shipped = (hub.fetch(spec), None) if spec.url else (None, spec)
+    if shipped is not None:
+        checkpoint = shipped.path
+        if weights.sha256_of(checkpoint) != shipped.sha256:
             raise EdgevidError(f"shipped checkpoint {checkpoint} is corrupt (sha256 mismatch); reinstall edgevid")
+    public = hub.identify(config, checkpoint) if checkpoint is not None else None
+    verified = hub.verify(public, checkpoint) if public is not None else None  # before unpickling it
     if checkpoint is not None:
         source = str(checkpoint)
         state, meta = weights.split_checkpoint(weights.read_checkpoint(checkpoint))
@@ -98,6 +111,9 @@ def build_model(name: str | ModelConfig, checkpoint: str | os.PathLike | None = 
                 raise EdgevidError(f"{checkpoint} is a {other.name} checkpoint, not {config.name}")
             config = replace(config, **_checkpoint_arch(meta, source))
             labels = list(meta.get("labels", []))
+    if public is not None:
+        labels = hub.labels_of(public)  # the source's class order, shipped as data
+        config = replace(config, num_classes=public.num_classes)  # e.g. 174 for an entry's sthv2 weights
     if num_classes is not None:
         config = replace(config, num_classes=num_classes)
     model = resolve_builder(config)(config)
@@ -116,4 +132,5 @@ def build_model(name: str | ModelConfig, checkpoint: str | os.PathLike | None = 
         labels = [f"class_{i}" for i in range(config.num_classes)]
     model.config = config
     model.labels = labels
+    model.weights_info = hub.provenance(public, verified) if public is not None and verified is not None else None
     return model

@@ -5,7 +5,9 @@ The classic Sports-1M layout and names (the Caffe model's): ``conv1a``, ``conv2a
 ``pool5`` padded (0, 1, 1) so a 3 x 16 x 112 x 112 clip leaves 512 x 1 x 4 x 4 = 8192 features
 for ``fc6`` (MODELS.md: about 39.5 GFLOPs per clip). ``fc6`` fixes that geometry: 96-127 px
 crops and 16-31 frames give 4 x 4 x 1; other sizes are refused before an export (an adaptive
-pool would lift the limit, but ONNX has no operator for a non-global one).
+pool would lift the limit, but ONNX has no operator for a non-global one). MMAction2's C3D (the same
+network under ``backbone.conv1a.conv.*`` ... ``cls_head.fc_cls`` names, its UCF101 preprocessing) is
+the ``c3d-ucf101-mmaction2`` entry (``edgevid.models.mmaction_zoo``).
 """
 
 from __future__ import annotations

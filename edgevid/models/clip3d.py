@@ -5,7 +5,10 @@ as (N, T, 3, H, W), frames first, as the 2D families take them. A 3D network wan
 (N, 3, T, H, W); this wrapper permutes once in front of ``net``, which is the family's network
 with its public module names (torchvision's, PyTorchVideo's, the classic C3D's), so a public
 state dict is ``net.`` + its own keys: ``map_state_dict`` adds the prefix (and unwraps the
-checkpoint formats those projects write: PyTorchVideo / SlowFast's ``model_state``).
+checkpoint formats those projects write: PyTorchVideo / SlowFast's ``model_state``). MMAction2's
+recognizers (``layout="mmaction2"``) are rebuilt with its names too, so its ``backbone.*`` /
+``cls_head.*`` keys load the same way; a checkpoint of the other layout family is refused with
+the entries that read it, instead of a list of missing keys.
 """
 
 from __future__ import annotations
@@ -39,16 +42,20 @@ class Clip3DClassifier(nn.Module):
     - ``head``: the path of the final classifier layer inside ``net`` (``"fc"``,
       ``"blocks.5.proj"``, ...): a ``nn.Linear`` or a 1x1x1 ``nn.Conv3d``.
     - ``inflate``: optional ``state -> state`` mapping applied to public state dicts before
-      loading (I3D: 2D ImageNet weights inflated to 3D).
+      loading (I3D: 2D ImageNet weights inflated to 3D; SlowFast: the variant check).
+    - ``layout``: ``"mmaction2"`` for MMAction2's recognizers (keys ``backbone.*`` and
+      ``cls_head.*``), else ``""`` (torchvision's, PyTorchVideo's, classic C3D's names).
     """
 
     def __init__(self, net: nn.Module, head: str, name: str = "",
-                 inflate: Callable[[dict[str, torch.Tensor], nn.Module], dict[str, torch.Tensor]] | None = None) -> None:
+                 inflate: Callable[[dict[str, torch.Tensor], nn.Module], dict[str, torch.Tensor]] | None = None,
+                 layout: str = "") -> None:
         super().__init__()
         self.name = name
         self.net = net
         self.head_path = head
         self._inflate = inflate
+        self.layout = layout
 
     @property
     def head(self) -> nn.Module:
@@ -76,7 +83,12 @@ class Clip3DClassifier(nn.Module):
         out = {}
         for key, value in state.items():
             k = key[len("module."):] if key.startswith("module.") else key
+            if self.layout == "mmaction2" and k.startswith("data_preprocessor."):
+                # The 0-255 mean / std some MMEngine versions saved (MMAction2's publish_model drops
+                # them too): preprocessing constants, which the entry's config carries.
+                continue
             out[k if k.startswith("net.") else "net." + k] = value
+        _check_layout(out, self.name, self.layout)
         if self._inflate is not None:
             out = self._inflate(out, self)
         return out
@@ -101,6 +113,22 @@ class Clip3DClassifier(nn.Module):
         finally:
             for m in scheduled:
                 m.phase = None
+
+
+def _check_layout(state: dict[str, torch.Tensor], name: str, layout: str) -> None:
+    """Refuse an MMAction2 checkpoint for another layout's entry, and the other way round, naming what reads it."""
+    from edgevid.models.registry import get_config, list_models
+
+    mmaction = any(k.startswith("net.cls_head.") for k in state)
+    if mmaction == (layout == "mmaction2") or not name:
+        return
+    family = get_config(name).family
+    same = [c.name for c in list_models() if c.family == family and c.name != name and not c.can_stream
+            and (c.name.endswith("-mmaction2") == mmaction)]
+    hint = f"use --model {' or '.join(same)}" if same else "see `edgevid zoo list`"
+    if mmaction:
+        raise EdgevidError(f"an MMAction2 checkpoint (backbone.* / cls_head.* keys) does not fit {name}: {hint}")
+    raise EdgevidError(f"{name} reads MMAction2 checkpoints (backbone.* / cls_head.* keys), this one has none: {hint}")
 
 
 def unwrap_checkpoint(obj: dict) -> dict:

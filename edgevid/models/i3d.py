@@ -1,4 +1,4 @@
-"""I3D ResNet-50: a 2D ImageNet ResNet-50 inflated to 3D (Carreira & Zisserman 2017, the MMAction2 recipe).
+"""I3D ResNet-50: a 2D ImageNet ResNet-50 inflated to 3D (Carreira & Zisserman 2017).
 
 The network keeps torchvision's ResNet-50 module names (``conv1``, ``bn1``, ``layer1.0.conv1``,
 ..., ``fc``), so a torchvision / ImageNet ResNet-50 state dict loads into it, each 2D conv
@@ -6,6 +6,12 @@ weight inflated (``edgevid.models.inflate``): the stem becomes 5x7x7, the first 
 bottlenecks MMAction2 inflates (``(1,1,1), (1,0,1,0), (1,0,1,0,1,0), (0,1,0)``) 3x1x1, the other
 convs 1xkxk; a temporal max pool after ``layer1`` halves the frames. An image checkpoint then
 gives, on a static clip, the 2D network's output on that frame (tested). 8 frames, 8 apart.
+
+It borrows MMAction2's inflation pattern, not its network: the stem and pool1 keep temporal
+stride 1 and the inflated convs pad time by edge replication (what the static-clip property
+needs), where MMAction2's ``i3d_r50`` configs stride time by 2 in conv1 and pool1 and pad with
+zeros. An MMAction2 I3D checkpoint therefore computes something else here: that network is the
+``i3d-r50-mmaction2`` entry (``edgevid.models.mmaction_zoo``), which loads those checkpoints.
 """
 
 from __future__ import annotations
@@ -67,5 +73,6 @@ def build_i3d(config: ModelConfig) -> Clip3DClassifier:
 register(ModelConfig(
     name="i3d-resnet50", family="i3d", backbone="resnet50-inflated", builder="edgevid.models.i3d:build_i3d",
     frames=8, frame_stride=8, input_size=224, resize=256, num_classes=400,
-    description="I3D ResNet-50: ImageNet ResNet-50 inflated to 3D (Carreira & Zisserman 2017; MMAction2 recipe)",
+    description="I3D ResNet-50: ImageNet ResNet-50 inflated to 3D (Carreira & Zisserman 2017), temporal stride 1 and "
+                "edge-replicated temporal padding; MMAction2's I3D is i3d-r50-mmaction2",
 ))

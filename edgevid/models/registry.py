@@ -26,11 +26,18 @@ SYNTH_LABELS = ("moving_left", "moving_right", "moving_up", "moving_down", "rota
 
 @dataclass(frozen=True)
 class WeightsSpec:
-    """A known checkpoint for a zoo entry, with everything needed to use it."""
+    """A known checkpoint for a zoo entry, with everything needed to use it.
 
-    name: str  # short tag, e.g. "synth"
-    file: str  # file name under edgevid/weights/ (shipped) or a URL-less description
-    sha256: str
+    Two kinds: shipped with the package (``file`` under edgevid/weights/, full ``sha256``,
+    ``metrics`` measured by us), and public (``url`` of the source's own release, fetched on
+    demand into the user cache; ``sha256`` is the full hash where the source publishes it,
+    else ``hash_prefix`` the hex prefix the source puts in the file name (torchvision,
+    MMAction2); ``published`` is the source's accuracy, a citation, not our measurement).
+    """
+
+    name: str  # short tag, e.g. "synth", "kinetics400"
+    file: str  # file name: under edgevid/weights/ (shipped), or in the cache (public)
+    sha256: str  # full hex sha256; "" where the source publishes only a prefix, or nothing
     num_classes: int
     labels: tuple[str, ...] = ()
     input_size: int = 112
@@ -39,6 +46,11 @@ class WeightsSpec:
     dataset: str = ""
     metrics: tuple[tuple[str, float], ...] = ()  # (name, value) measured on `dataset`
     command: str = ""  # the exact command that reproduces the checkpoint
+    url: str = ""  # public download URL; "" for shipped weights
+    source: str = ""  # who publishes it: "torchvision" | "pytorchvideo" | "mmaction2" | "tsm" ("" = edgevid)
+    hash_prefix: str = ""  # hex prefix of the sha256 the source publishes (file-name suffix)
+    published: tuple[tuple[str, Any], ...] = ()  # the source's own figures: ("top1", 71.3), ("views", "10x3")...
+    labels_name: str = ""  # label list shipped as data (edgevid/weights/labels/<name>.txt) when not in `labels`
 
     @property
     def path(self) -> Path:
@@ -105,7 +117,7 @@ _ALIASES: dict[str, str] = {}
 # registers its entries. A new family adds one line here.
 _FAMILY_MODULES = ("edgevid.models.tsm", "edgevid.models.tsn", "edgevid.models.video3d", "edgevid.models.c3d",
                    "edgevid.models.i3d", "edgevid.models.x3d", "edgevid.models.slowfast", "edgevid.models.online3d",
-                   "edgevid.models.lrcn")
+                   "edgevid.models.lrcn", "edgevid.models.mmaction_zoo")
 
 
 def register(config: ModelConfig, aliases: tuple[str, ...] = ()) -> ModelConfig:

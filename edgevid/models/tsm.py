@@ -12,6 +12,7 @@ from __future__ import annotations
 from torch import nn
 
 from edgevid.models.backbones import build_backbone
+from edgevid.models.mmaction_2d import MMACTION2_WEIGHTS
 from edgevid.models.registry import SYNTH_LABELS, ModelConfig, WeightsSpec, register
 from edgevid.models.temporal_shift import TemporalShift
 from edgevid.models.video_classifier import VideoClassifier
@@ -45,13 +46,44 @@ def build_tsm(config: ModelConfig) -> VideoClassifier:
 _OFFLINE = "Offline TSM, bi-directional residual shift (1/8 each way), clip mode only"
 _ONLINE = "Online TSM, causal residual shift (1/8 past-to-future), trains on clips and streams"
 
+# The official releases (mit-han-lab/temporal-shift-module README, "Pretrained Models"): the
+# layout ``weights.to_our_layout`` reads (module.base_model.*, new_fc). The repository publishes
+# no checksum: sha256 and hash_prefix stay empty. Its K-400 label order is MMAction2's and
+# torchvision's (tools/kinetics_label_map.txt, sorted), its SthV2 order the labels JSON's ids.
+TSM_RELEASES = "https://hanlab18.mit.edu/projects/tsm/models/"
+
+
+def tsm_release(file: str, top1: float, views: str, frames: int = 8, labels: str = "kinetics400") -> WeightsSpec:
+    """An official TSM / TSN checkpoint (``<labels>-official``), its README's top-1 for ``views``."""
+    dataset, classes = ("Something-Something V2", 174) if labels == "sthv2" else ("Kinetics-400", 400)
+    return WeightsSpec(
+        name=f"{labels}-official", file=file, sha256="", num_classes=classes, input_size=224, frames=frames,
+        dataset=dataset, url=TSM_RELEASES + file, source="tsm", labels_name=labels,
+        published=(("dataset", dataset), ("top1", top1), ("views", views)))
+
+
+# Both read MMAction2's checkpoints of the same networks (edgevid.models.mmaction_2d: ResNetTSM /
+# MobileNetV2TSM with shift_div 8, 'blockres', no temporal pool, TSMHead) and the official ones.
 register(ModelConfig(
     name="tsm-resnet50", family="tsm", backbone="resnet50", builder="edgevid.models.tsm:build_tsm",
-    shift="bidirectional", description=_OFFLINE + " (official TSM ResNet-50 layout)",
+    shift="bidirectional", description=_OFFLINE + " (official TSM and MMAction2 ResNet-50 layouts)",
+    weights=MMACTION2_WEIGHTS["tsm-resnet50"] + (
+        # uniform sampling, the 1-crop column (10 crops: 72.8)
+        tsm_release("TSM_kinetics_RGB_resnet50_shift8_blockres_avg_segment8_e50.pth", 71.2,
+                    "1 clip of 8 frames x 1 crop"),
+        # "accurate setting": full resolution (3 crops of 256) x 2 clips
+        tsm_release("TSM_somethingv2_RGB_resnet50_shift8_blockres_avg_segment8_e45.pth", 61.2,
+                    "2 clips of 8 frames x 3 crops", labels="sthv2"),
+    ),
 ))
 register(ModelConfig(
     name="tsm-mobilenetv2", family="tsm", backbone="mobilenetv2", builder="edgevid.models.tsm:build_tsm",
-    shift="bidirectional", description=_OFFLINE + " (official TSM MobileNetV2 layout)",
+    shift="bidirectional", description=_OFFLINE + " (official TSM and MMAction2 MobileNetV2 layouts)",
+    weights=MMACTION2_WEIGHTS["tsm-mobilenetv2"] + (
+        # dense sampling (8 frames, every 8th), 10 clips, full resolution (3 crops of 256)
+        tsm_release("TSM_kinetics_RGB_mobilenetv2_shift8_blockres_avg_segment8_e100_dense.pth", 69.5,
+                    "10 clips of 8 frames (dense, every 8th) x 3 crops"),
+    ),
 ))
 register(ModelConfig(
     name="tsm-resnet50-online", family="tsm", backbone="resnet50", builder="edgevid.models.tsm:build_tsm",

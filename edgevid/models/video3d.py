@@ -20,7 +20,7 @@ from __future__ import annotations
 from torch import nn
 
 from edgevid.models.clip3d import Clip3DClassifier
-from edgevid.models.registry import ModelConfig, register
+from edgevid.models.registry import ModelConfig, WeightsSpec, register
 
 KINETICS_MEAN = (0.43216, 0.394666, 0.37645)  # torchvision.transforms._presets.VideoClassification
 KINETICS_STD = (0.22803, 0.22145, 0.216989)
@@ -38,16 +38,37 @@ def build_torchvision_video(config: ModelConfig) -> Clip3DClassifier:
     return Clip3DClassifier(net, _HEADS[arch], name=config.name)
 
 
-def _entry(name: str, arch: str, size: int, resize: int, description: str) -> None:
+# torchvision's weights enums (torchvision.models.video.*_Weights.KINETICS400_V1), copied here so
+# that loading the zoo does not import torchvision: the URL (its file name ends in the sha256
+# prefix torch.hub checks), meta["_metrics"] and the views meta["_docs"] names. Their
+# meta["categories"] is edgevid/weights/labels/kinetics400.txt, line for line (a test compares all of it).
+_TORCHVISION = "https://download.pytorch.org/models/"
+_VIDEO_LEVEL = "video-level: 5 clips of 16 frames at 15 fps x 1 crop"
+
+
+def _torchvision_weights(file: str, top1: float, top5: float, size: int, views: str = _VIDEO_LEVEL) -> WeightsSpec:
+    return WeightsSpec(
+        name="kinetics400", file=file, sha256="", num_classes=400, input_size=size, frames=16, dataset="Kinetics-400",
+        url=_TORCHVISION + file, source="torchvision", hash_prefix=file.removesuffix(".pth").rsplit("-", 1)[1],
+        published=(("dataset", "Kinetics-400"), ("top1", top1), ("top5", top5), ("views", views)),
+        labels_name="kinetics400")
+
+
+def _entry(name: str, arch: str, size: int, resize: int, description: str, weights: WeightsSpec) -> None:
     register(ModelConfig(
         name=name, family="video3d", backbone=arch, builder="edgevid.models.video3d:build_torchvision_video",
         frames=16, frame_stride=2, input_size=size, resize=resize, mean=KINETICS_MEAN, std=KINETICS_STD,
         num_classes=400, description=description + " (torchvision layout; 16 frames, ~15 fps of 30 fps video)",
+        weights=(weights,),
     ))
 
 
-_entry("r3d-18", "r3d_18", 112, 128, "R3D-18: 3D ResNet-18, every conv 3x3x3 (Tran et al. 2018)")
-_entry("mc3-18", "mc3_18", 112, 128, "MC3-18: 3D convs in the first stage, 2D after (Tran et al. 2018)")
+_entry("r3d-18", "r3d_18", 112, 128, "R3D-18: 3D ResNet-18, every conv 3x3x3 (Tran et al. 2018)",
+       _torchvision_weights("r3d_18-b3b3357e.pth", 63.2, 83.479, 112))
+_entry("mc3-18", "mc3_18", 112, 128, "MC3-18: 3D convs in the first stage, 2D after (Tran et al. 2018)",
+       _torchvision_weights("mc3_18-a90a0ba3.pth", 63.96, 84.13, 112))
 _entry("r2plus1d-18", "r2plus1d_18", 112, 128, "R(2+1)D-18: 3D convs factorised into 2D spatial + 1D temporal "
-       "(Tran et al. 2018)")
-_entry("s3d", "s3d", 224, 256, "S3D: I3D with separable 2D + 1D convolutions (Xie et al. 2018)")
+       "(Tran et al. 2018)", _torchvision_weights("r2plus1d_18-91a641e6.pth", 67.463, 86.175, 112))
+_entry("s3d", "s3d", 224, 256, "S3D: I3D with separable 2D + 1D convolutions (Xie et al. 2018)",
+       _torchvision_weights("s3d-d76dad2f.pth", 68.368, 88.05, 224,
+                            "clip-level: 1 clip of 128 frames at 15 fps x 1 crop"))

@@ -7,6 +7,7 @@ Understood layouts:
 - the official TSM repository: ``{"state_dict": ...}`` with ``module.base_model.*``, a
   ``.net`` inside every shifted conv and ``module.new_fc.*`` as the classifier; its
   MobileNetV2 keeps the InvertedResidual convs in one flat Sequential (``conv.0..7``);
+- MMAction2 1.x's TSN / TSM (``backbone.*`` ConvModules, ``cls_head.fc_cls.*``): ``mmaction_2d``;
 - the official online demo's MobileNetV2: plain ``features.*`` / ``classifier.*`` keys;
 - the 3D families' public layouts (torchvision video models, PyTorchVideo's X3D / SlowFast
   ``model_state``, classic C3D, 2D ImageNet ResNet-50 inflated for I3D): their wrapper maps
@@ -26,6 +27,7 @@ import torch
 from torch import nn
 
 from edgevid.errors import EdgevidError
+from edgevid.models.mmaction_2d import from_mmaction2
 
 CHECKPOINT_FORMAT = "edgevid"
 
@@ -77,7 +79,8 @@ def split_checkpoint(obj: dict[str, Any]) -> tuple[dict[str, torch.Tensor], dict
 
 
 def to_our_layout(state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
-    """Rename official TSM / online-demo / torchvision keys to ours (``.net`` kept as given)."""
+    """Rename official TSM / online-demo / torchvision / MMAction2 2D keys to ours (``.net`` kept as given)."""
+    state = from_mmaction2(state)  # MMAction2's TSN / TSM (backbone.* ConvModules, cls_head.fc_cls)
     out: dict[str, torch.Tensor] = {}
     for key, value in state.items():
         k = key[len("module."):] if key.startswith("module.") else key
@@ -162,16 +165,39 @@ def load_state(model: nn.Module, state: dict[str, torch.Tensor], source: str = "
         name = getattr(model, "name", "") or type(model).__name__
         raise EdgevidError(f"{source} does not fit {name}: " + "; ".join(problems)
                            + " — is it a checkpoint for another architecture or width?")
+    require_finite(mapped, source)
     model.load_state_dict({k: v.to(ours[k].dtype) for k, v in mapped.items()}, strict=False)
+
+
+def nonfinite_tensors(state: dict[str, Any]) -> tuple[list[str], int]:
+    """(names of the floating-point tensors holding NaN or inf, number of tensors) of a state dict."""
+    tensors = {k: v for k, v in state.items() if isinstance(v, torch.Tensor)}
+    bad = [k for k, v in tensors.items() if v.is_floating_point() and not bool(torch.isfinite(v).all())]
+    return bad, len(tensors)
+
+
+def require_finite(state: dict[str, Any], source: str) -> None:
+    """Refuse weights with NaN or inf: a diverged run, whose every output is NaN (or a constant).
+
+    Such a model cannot be checked either: a NaN compares as no difference in a max over
+    differences, and BatchNorm with an infinite variance makes every output the same.
+    """
+    bad, total = nonfinite_tensors(state)
+    if bad:
+        raise EdgevidError(f"{source} holds NaN or inf in {len(bad)} of {total} tensors (e.g. {bad[0]}): the weights "
+                           "of a diverged training run; retrain with a lower --lr")
 
 
 def save_checkpoint(path: str | os.PathLike, model: nn.Module, model_name: str, labels: list[str],
                     config: dict[str, Any], **extra: Any) -> None:
-    """Write our checkpoint format atomically (``manifest.atomic_writer``: mkstemp + rename)."""
+    """Write our checkpoint format atomically (``manifest.atomic_writer``: mkstemp + rename); never
+    non-finite weights."""
     from edgevid.manifest import atomic_writer
 
+    state = model.state_dict()
+    require_finite(state, f"the model to save at {path}")
     payload = {"format": CHECKPOINT_FORMAT, "model": model_name, "config": config, "labels": list(labels),
-               "state_dict": model.state_dict(), **extra}
+               "state_dict": state, **extra}
     with atomic_writer(path) as fh:
         torch.save(payload, fh)
 

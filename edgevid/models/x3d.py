@@ -19,6 +19,10 @@ loads unchanged. It differs only where PyTorchVideo does not export or does not 
 - optional layers that PyTorchVideo leaves as ``None`` are ``nn.Identity`` here (no
   parameters, so no keys), so every forward is straight-line code.
 
+MMAction2's X3D-S/M (PySlowFast's weights converted) are another network: the first stage's
+shortcut has a BN there, which ``create_x3d`` leaves out; they are the ``x3d-s-mmaction2`` /
+``x3d-m-mmaction2`` entries (``edgevid.models.mmaction_zoo``).
+
 The building blocks below (``ResNetBasicStem``, ``BottleneckBlock``, ``ResBlock``,
 ``ResStage``, ``ResNetBasicHead``) carry PyTorchVideo's attribute names and are shared with
 ``slowfast.py``.
@@ -32,7 +36,7 @@ import torch
 from torch import nn
 
 from edgevid.models.clip3d import Clip3DClassifier
-from edgevid.models.registry import ModelConfig, register
+from edgevid.models.registry import ModelConfig, WeightsSpec, register
 
 # Kinetics normalisation of PyTorchVideo's video transforms (and of the SlowFast codebase).
 KINETICS_MEAN = (0.45, 0.45, 0.45)
@@ -286,15 +290,25 @@ def build_x3d(config: ModelConfig) -> Clip3DClassifier:
 
 
 _X3D = "X3D (Feichtenhofer, CVPR 2020): depthwise 3D ResNet with SE and swish; PyTorchVideo layout, {}"
+# PyTorchVideo's model zoo (docs/source/model_zoo.md, Kinetics-400): its checkpoints, with their
+# top-1 / top-5 of 10 clips x 3 crops. PyTorchVideo publishes no checksum: sha256 and hash_prefix stay empty.
+_PTV_ZOO = "https://dl.fbaipublicfiles.com/pytorchvideo/model_zoo/kinetics/"
 
 # frames / frame_stride: the SlowFast repo's X3D configs (NUM_FRAMES, SAMPLING_RATE); size: the
 # train / single-crop test crop (PyTorchVideo hub's input_crop_size); resize: the test scale
 # (TEST_CROP_SIZE of the 3-crop test, the shorter side the clip is resized to).
-for _name, _frames, _stride, _size, _resize in (("x3d-xs", 4, 12, 160, 182), ("x3d-s", 13, 6, 160, 182),
-                                                 ("x3d-m", 16, 5, 224, 256)):
+for _name, _frames, _stride, _size, _resize, _file, _top1, _top5 in (
+        ("x3d-xs", 4, 12, 160, 182, "X3D_XS.pyth", 69.12, 88.63),
+        ("x3d-s", 13, 6, 160, 182, "X3D_S.pyth", 73.33, 91.27),
+        ("x3d-m", 16, 5, 224, 256, "X3D_M.pyth", 75.94, 92.72)):
     register(ModelConfig(
         name=_name, family="x3d", backbone="x3d", builder="edgevid.models.x3d:build_x3d",
         frames=_frames, frame_stride=_stride, input_size=_size, resize=_resize,
         mean=KINETICS_MEAN, std=KINETICS_STD, num_classes=400, can_stream=False,
         description=_X3D.format(f"{_frames}x{_size} clips"),
+        weights=(WeightsSpec(
+            name="kinetics400", file=_file, sha256="", num_classes=400, input_size=_size, frames=_frames,
+            dataset="Kinetics-400", url=_PTV_ZOO + _file, source="pytorchvideo", labels_name="kinetics400",
+            published=(("dataset", "Kinetics-400"), ("top1", _top1), ("top5", _top5),
+                       ("views", f"10 clips of {_frames} frames x 3 crops"))),),
     ))
