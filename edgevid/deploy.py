@@ -6,13 +6,21 @@ A bundle is a folder::
                                      and the sha256 of every other file
     SHA256SUMS                       the same hashes (bundle.json's too) for ``sha256sum -c SHA256SUMS``
     <artifact>/                      an export for the device (manifest.json, model.onnx, ...)
-    edgevid-<version>-py3-none-any.whl   edgevid itself (pure Python; the runtime needs no torch)
+    edgevid-<version>+bundle.<hash>-py3-none-any.whl   edgevid itself (pure Python; the runtime needs no torch)
     requirements.txt                 the runtime's packages for that device (no torch)
     README.md                        install, run on a video / CSI or USB camera, bench, power modes
 
 The wheel is written from the installed package (no build tools, no source tree needed) and
 declares only numpy and tqdm: the rest depends on the device (JetPack brings TensorRT and an
 OpenCV with GStreamer that a pip OpenCV would shadow), so requirements.txt says it per device.
+
+``pip install -r <bundle>/requirements.txt`` works from any folder: pip resolves a local path
+(``./x.whl``) against the current folder, but a ``--find-links`` folder against the
+requirements file's own, so requirements.txt says ``--find-links .`` and asks for edgevid by
+its exact version. That version carries a local label (``+bundle.<hash of the package
+files>``): no package index can serve a local version (PyPI refuses them), so pip takes the
+wheel next to the file and never a same-named project from an index, and a bundle with other
+code is another version (pip replaces an installed one instead of keeping it).
 The export is the one ``edgevid export --device`` makes (validated against torch); the bundle
 is staged and renamed into place like an export, and ``--force`` replaces only a bundle.
 
@@ -56,21 +64,22 @@ def deploy(model: str, device: str, out: str | os.PathLike, *, checkpoint: str |
     with staged_directory(out, force, marker=BUNDLE_FILE) as work:
         manifest = export(model, work / "artifact", checkpoint=checkpoint, precision=precision, mode=mode,
                           size=size, device=profile.name, progress=progress, **export_options)
-        info = pack_bundle(work, work / "artifact", profile, manifest)
+        info = pack_bundle(work, work / "artifact", profile, manifest, folder=Path(out).name)
     return info
 
 
-def pack_bundle(work: Path, artifact: Path, profile: Any, manifest: Any) -> dict[str, Any]:
+def pack_bundle(work: Path, artifact: Path, profile: Any, manifest: Any, *, folder: str | None = None) -> dict[str, Any]:
     """Fill the staged bundle folder ``work`` around its ``artifact`` folder; returns bundle.json's content.
 
     The artifact is renamed after what it is; then the wheel, requirements.txt, README.md,
     bundle.json (with the sha256 of every file written before it) and SHA256SUMS.
+    ``folder``: the bundle's final folder name, which the README's commands use (default ``work``'s).
     """
     name = f"{manifest.model}-{manifest.mode}-{manifest.target}-{manifest.precision}"
     artifact.rename(work / name)
     wheel = write_runtime_wheel(work)
-    (work / "requirements.txt").write_text(requirements(profile, wheel.name, manifest.target))
-    (work / "README.md").write_text(readme(profile, manifest, name, wheel.name))
+    (work / "requirements.txt").write_text(requirements(profile, wheel_version(wheel.name), manifest.target))
+    (work / "README.md").write_text(readme(profile, manifest, name, folder or work.name))
     info = {"schema": "edgevid.bundle", "schema_version": BUNDLE_SCHEMA, "edgevid_version": __version__,
             "model": manifest.model, "device": profile.name, "description": profile.description,
             "artifacts": [{"path": name, "mode": manifest.mode, "target": manifest.target,
@@ -177,16 +186,24 @@ def _record_hash(data: bytes) -> str:
 
 
 def write_runtime_wheel(folder: Path) -> Path:
-    """A pure-Python wheel of the installed edgevid package (its .py files and data, no checkpoints)."""
+    """A pure-Python wheel of the installed edgevid package (its .py files and data, no checkpoints).
+
+    Its version is ``<edgevid version>+bundle.<12 hex of the package files' sha256>`` (see the
+    module docstring: a local version no index serves, different for different code).
+    """
     import edgevid
 
     package = Path(edgevid.__file__).parent
-    dist = f"edgevid-{__version__}.dist-info"
     files: dict[str, bytes] = {}
     for path in sorted(package.rglob("*")):
         if path.is_file() and "__pycache__" not in path.parts and not path.name.endswith(_SKIP_SUFFIXES):
             files[f"edgevid/{path.relative_to(package).as_posix()}"] = path.read_bytes()
-    metadata = ["Metadata-Version: 2.1", "Name: edgevid", f"Version: {__version__}",
+    digest = hashlib.sha256()
+    for name, data in files.items():
+        digest.update(name.encode() + b"\0" + hashlib.sha256(data).digest())
+    version = f"{__version__}+bundle.{digest.hexdigest()[:12]}"
+    dist = f"edgevid-{version}.dist-info"
+    metadata = ["Metadata-Version: 2.1", "Name: edgevid", f"Version: {version}",
                 "Summary: edgevid runtime (torch-free) for a deploy bundle", "Requires-Python: >=3.10",
                 *[f"Requires-Dist: {d}" for d in _WHEEL_DEPS]]
     files[f"{dist}/METADATA"] = ("\n".join(metadata) + "\n").encode()
@@ -194,70 +211,102 @@ def write_runtime_wheel(folder: Path) -> Path:
     files[f"{dist}/entry_points.txt"] = b"[console_scripts]\nedgevid = edgevid.cli:main\n"
     record = [f"{name},{_record_hash(data)},{len(data)}" for name, data in files.items()] + [f"{dist}/RECORD,,"]
     files[f"{dist}/RECORD"] = ("\n".join(record) + "\n").encode()
-    wheel = folder / f"edgevid-{__version__}-py3-none-any.whl"
+    wheel = folder / f"edgevid-{version}-py3-none-any.whl"
     with zipfile.ZipFile(wheel, "w", zipfile.ZIP_DEFLATED) as zf:
         for name, data in files.items():
             zf.writestr(name, data)
     return wheel
 
 
-def requirements(profile: Any, wheel: str, target: str) -> str:
-    """requirements.txt for ``profile``: the runtime's packages only (never torch)."""
+# 12.2: what NVIDIA pins for JetPack 6 (TensorRT 10.3 samples); 13.x needs a CUDA 13 driver (JetPack 6: CUDA 12).
+CUDA_PYTHON = "cuda-python>=12.2,<13"
+
+
+def wheel_version(wheel: str) -> str:
+    """The version in a wheel file name, ``edgevid-<version>-py3-none-any.whl``."""
+    return wheel.split("-")[1]
+
+
+def requirements(profile: Any, version: str, target: str) -> str:
+    """requirements.txt for ``profile``: the runtime's packages only (never torch), edgevid at ``version``."""
     lines = [f"# edgevid runtime for {profile.name} ({profile.description}); no torch is needed.",
-             f"./{wheel}"]
+             "# pip reads --find-links relative to this file, so `pip install -r <bundle>/requirements.txt` works from",
+             "# any folder; edgevid's local version (+bundle.<hash>) is the wheel next to this file, which no index has.",
+             "--find-links .", f"edgevid=={version}"]
     if profile.jetson:
         lines[1:1] = [
-            "# Install into a venv that sees JetPack's own packages:",
-            "#   python3 -m venv --system-site-packages .venv && . .venv/bin/activate && pip install -r requirements.txt",
-            "# TensorRT: JetPack's (sudo apt install python3-libnvinfer); pip's tensorrt wheels are not for Jetson.",
-            "# OpenCV: JetPack's, built with GStreamer for CSI cameras: do not pip install opencv-python here",
-            "#   (it would shadow JetPack's and has no GStreamer).",
+            "# On the Jetson (JetPack 6, Ubuntu 22.04): sudo apt install python3-venv python3-libnvinfer, then a venv",
+            "#   that sees JetPack's own packages: python3 -m venv --system-site-packages .venv && . .venv/bin/activate",
+            "# TensorRT: JetPack's (python3-libnvinfer); pip's tensorrt wheels are not for Jetson.",
+            "# OpenCV: JetPack's, built with GStreamer for CSI cameras. Nothing below installs or depends on",
+            "#   opencv-python(-headless), which would shadow it without GStreamer: do not add one.",
             "# ONNX Runtime: the CPU wheel below runs anywhere; NVIDIA builds onnxruntime-gpu for JetPack",
             "#   (Jetson AI Lab index) if you want its CUDA / TensorRT execution providers.",
         ]
-        lines += ["numpy>=1.24,<2  # JetPack's OpenCV is built against numpy 1.x",
-                  "onnxruntime>=1.17", "tqdm>=4.66"]
+        lines += ["numpy>=1.24,<2  # JetPack's OpenCV is built against numpy 1.x", "onnxruntime>=1.17", "tqdm>=4.66"]
         if target == "tensorrt":
-            lines.append("cuda-python>=12.6,<13  # 13.x needs a CUDA 13 driver; JetPack 6 has CUDA 12")
+            lines.append(f"{CUDA_PYTHON}  # 13.x needs a CUDA 13 driver; JetPack 6.0 (CUDA 12.2): ==12.2.* if CUDA "
+                         "calls fail with error 35")
     else:
         lines += ["numpy>=1.24", "onnxruntime>=1.17", "opencv-python-headless>=4.8", "tqdm>=4.66"]
-        if target == "openvino" or "openvino" in profile.backends:
+        if target == "openvino":
             lines.append("openvino>=2024.4")
         if target == "tensorrt":
-            lines += ["tensorrt>=10", "cuda-python>=12.6  # match your driver: <13 for a CUDA 12 driver"]
+            lines += ["tensorrt-cu12>=10  # TensorRT for CUDA 12 (pip's plain tensorrt is now the CUDA 13 build)",
+                      f"{CUDA_PYTHON}  # 13.x needs a CUDA 13 driver"]
     return "\n".join(lines) + "\n"
 
 
-def readme(profile: Any, manifest: Any, artifact: str, wheel: str) -> str:
-    """The bundle's README: install, run on video and cameras, bench, power and engine notes."""
-    run = f"edgevid run {artifact}"
+def install_commands(profile: Any, folder: str) -> list[str]:
+    """The shell lines that install the bundle ``folder`` on ``profile``'s device, run from the folder holding it.
+
+    The README of the bundle shows them, and so does edgevid's README for ``tsm-orin``
+    (tests/test_jetson_bundle.py runs them).
+    """
+    lines = []
+    if profile.jetson:
+        lines.append("sudo apt install python3-venv python3-libnvinfer   # the venv module (Ubuntu 22.04), TensorRT's "
+                     "Python bindings")
+    venv = "python3 -m venv --system-site-packages .venv" if profile.jetson else "python3 -m venv .venv"
+    return lines + [f"(cd {folder} && sha256sum -c {SUMS_FILE})   # every file as deployed",
+                    f"{venv} && . .venv/bin/activate", f"pip install -r {folder}/requirements.txt"]
+
+
+def readme(profile: Any, manifest: Any, artifact: str, folder: str) -> str:
+    """The bundle's README: install, run on video and cameras, bench, power and engine notes.
+
+    Its commands run from the folder that holds the bundle folder ``folder``.
+    """
+    run = f"edgevid run {folder}"
     lines = [f"# {manifest.model} for {profile.name}", "",
              f"{profile.description}. Made by `edgevid deploy` (edgevid {__version__}): `{artifact}/` is a "
              f"{manifest.mode}-mode {manifest.precision.upper()} export for {manifest.target} "
              f"({len(manifest.labels)} classes, {manifest.preprocess.crop} px, {manifest.sampling.frames} frames, "
              f"stride {manifest.sampling.stride}), validated against torch at export (see its manifest.json).", "",
              "## Install (no torch)", "",
-             f"First check the bundle: `sha256sum -c {SUMS_FILE}` in this folder must say OK for every file (a changed "
-             f"wheel would install and then run as edgevid itself). `{BUNDLE_FILE}` records the same hashes, and "
-             "`edgevid run` / `edgevid bench` on the bundle folder check them at every start.", "", "```bash",
-             f"sha256sum -c {SUMS_FILE}"]
+             f"From the folder that holds `{folder}/`. First check the bundle: `sha256sum -c {SUMS_FILE}` in it must "
+             "say OK for every file (a changed wheel would install and then run as edgevid itself). "
+             f"`{BUNDLE_FILE}` records the same hashes, and `edgevid run` / `edgevid bench` on the bundle folder check "
+             "them at every start.", "", "```bash", *install_commands(profile, folder), "```", ""]
     if profile.jetson:
-        lines += ["sudo apt install python3-libnvinfer   # TensorRT's Python bindings (JetPack)",
-                  "python3 -m venv --system-site-packages .venv && . .venv/bin/activate",
-                  "pip install -r requirements.txt", "```", "",
-                  f"JetPack {' / '.join(profile.jetpack)} (Python {profile.python}, TensorRT "
-                  f"{' / '.join(profile.tensorrt)}). The venv sees JetPack's TensorRT and its OpenCV, which is built "
-                  "with GStreamer (CSI cameras); pip's OpenCV is not, so requirements.txt leaves it out."]
-    else:
-        lines += ["python3 -m venv .venv && . .venv/bin/activate", "pip install -r requirements.txt", "```"]
+        lines += [f"JetPack {' / '.join(profile.jetpack)} (Ubuntu 22.04, Python {profile.python}, TensorRT "
+                  f"{' / '.join(profile.tensorrt)}). Ubuntu's python3 has no venv module until `python3-venv` is "
+                  "installed. The venv sees JetPack's TensorRT and its OpenCV, which is built with GStreamer (CSI "
+                  "cameras): check with `python3 -c \"import cv2; print(cv2.getBuildInformation())\" | grep GStreamer`. "
+                  "requirements.txt leaves OpenCV out and nothing it installs depends on a pip OpenCV, so pip never "
+                  "puts one (without GStreamer) over JetPack's; do not install opencv-python in this venv.", ""]
+        if manifest.target == "tensorrt":
+            lines += [f"CUDA calls go through cuda-python 12.x (`{CUDA_PYTHON}`). On JetPack 6.0 (CUDA 12.2), if the "
+                      "first run fails with `cudaErrorInsufficientDriver (35)`: `pip install 'cuda-python==12.2.*'`.",
+                      ""]
 
-    lines += ["", "## Run", "", "```bash", f"{run} --video clip.mp4", f"{run} --camera 0            # a USB camera (V4L2)"]
+    lines += ["## Run", "", "```bash", f"{run} --video clip.mp4", f"{run} --camera 0            # a USB camera (V4L2)"]
     if profile.jetson:
         csi = ("nvarguscamerasrc sensor-id=0 ! video/x-raw(memory:NVMM),width=1280,height=720,framerate=30/1 ! "
                "nvvidconv ! video/x-raw,format=BGRx ! videoconvert ! video/x-raw,format=BGR ! appsink drop=1 max-buffers=1")
         lines += [f"{run} --video '{csi}'   # a CSI camera",
                   f"{run} --video 'v4l2src device=/dev/video0 ! videoconvert ! video/x-raw,format=BGR ! appsink drop=1'"]
-    lines += [f"edgevid bench {artifact}            # latency per step on this device", "```", ""]
+    lines += [f"edgevid bench {folder}            # latency per step on this device", "```", ""]
     if manifest.target == "tensorrt":
         fp16 = " with fp16 kernels" if profile.fp16_kernels and manifest.precision == "fp32" else ""
         lines += ["The first run builds the TensorRT engine on the device" + fp16 + " (minutes on a Jetson), checks it "

@@ -189,6 +189,7 @@ def _torch_free_env(tmp_path: Path, wheel: Path) -> dict[str, str]:
 
 
 def test_a_jetson_bundle_runs_without_torch_and_gives_the_exports_outputs(runtime_model, runtime_video, tmp_path):
+    import edgevid
     from edgevid import runtime
     from edgevid.deploy import deploy
 
@@ -200,11 +201,13 @@ def test_a_jetson_bundle_runs_without_torch_and_gives_the_exports_outputs(runtim
     assert runtime.open_artifact(art).manifest.validation["onnxruntime"]["passed"]
     reqs = [line.split("#")[0].strip() for line in (bundle / "requirements.txt").read_text().splitlines()]
     reqs = [r for r in reqs if r]
-    assert "cuda-python>=12.6,<13" in reqs and f"./{info['wheel']}" in reqs
+    version = info["wheel"].split("-")[1]
+    assert "cuda-python>=12.2,<13" in reqs and "--find-links ." in reqs and f"edgevid=={version}" in reqs
+    assert version.startswith(f"{edgevid.__version__}+bundle.")  # a local version: no index can serve it
     assert not [r for r in reqs if "torch" in r or "opencv" in r or r.startswith("tensorrt")], reqs
     readme = (bundle / "README.md").read_text()
     for text in ("nvarguscamerasrc", "--camera 0", "jetson_clocks", "nvpmodel", "tegrastats", "edgevid bench",
-                 "python3-libnvinfer"):
+                 "python3-libnvinfer", "python3-venv", "pip install -r bundle/requirements.txt", "grep GStreamer"):
         assert text in readme, text
     wheel = bundle / info["wheel"]
     env = _torch_free_env(tmp_path, wheel)

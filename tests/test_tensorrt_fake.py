@@ -386,7 +386,7 @@ def test_cuda_insufficient_driver_is_named_not_no_gpu(trt_artifact, monkeypatch)
     install(monkeypatch, "10.3.0.30", count_error=35)
     with pytest.raises(EdgevidError) as err:
         load(trt_artifact, "tensorrt")
-    assert "cudaErrorInsufficientDriver (35)" in str(err.value) and "cuda-python>=12.6,<13" in str(err.value)
+    assert "cudaErrorInsufficientDriver (35)" in str(err.value) and "cuda-python>=12.2,<13" in str(err.value)
     install(monkeypatch, "10.3.0.30", device_count=0)
     with pytest.raises(EdgevidError, match="no CUDA GPU is visible"):
         load(trt_artifact, "tensorrt")

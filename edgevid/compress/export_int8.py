@@ -94,6 +94,12 @@ def quantize_for_export(proto: onnx.ModelProto, *, streaming: Any, states: list[
     else:
         result = quantize_onnx(proto, samples, target=target, states=states if mode == "stream" else ())
     check(result.model)
+    if target == "tensorrt":
+        # Export checked the FP32 graph; quantization adds Q/DQ and may re-type tensors (e.g. uint8
+        # states), so the graph TensorRT will parse is the INT8 one: check it before measuring it.
+        from edgevid.export.tensorrt import check_tensorrt_ready
+
+        check_tensorrt_ready(result.model)
     info = result.info
     int8_states = result.states if result.states is not None else states
     if measure:

@@ -113,7 +113,7 @@ def model_config(manifest: Manifest, name: str, flavour: str, backend: str, *, m
     batching = config.sequence_batching
     batching.max_sequence_idle_microseconds = int(max_idle_s * 1e6)
     if flavour == "production":
-        _implicit_state(pb, manifest, batching)
+        _implicit_state(pb, manifest, batching, backend)
     kind = "KIND_CPU" if flavour == "portable" else "KIND_GPU"
     config.instance_group.add(count=int(instances), kind=pb.ModelInstanceGroup.Kind.Value(kind))
     if tensorrt_ep:
@@ -125,13 +125,20 @@ def model_config(manifest: Manifest, name: str, flavour: str, backend: str, *, m
     return config
 
 
-def _implicit_state(pb: Any, manifest: Manifest, batching: Any) -> None:
+def _corrid_type(backend: str) -> str:
+    """CORRID's type: UINT64, but INT32 for the tensorrt backend, which binds it as an engine input of that
+    type: TensorRT's ONNX parser has no UINT64 (onnx-tensorrt convertDtype, 8.6 and 10.x) and INT32 parses on
+    every version. Triton then passes the low 32 bits of the correlation id (its CORRID rules)."""
+    return "INT32" if backend == "tensorrt" else "UINT64"
+
+
+def _implicit_state(pb: Any, manifest: Manifest, batching: Any, backend: str) -> None:
     """START / READY / CORRID controls and one implicit state per manifest state pair."""
     kinds = pb.ModelSequenceBatching.Control.Kind
     for control, kind in CONTROLS:
         batching.control_input.add(name=control).control.add(kind=kinds.Value(kind), fp32_false_true=[0, 1])
     batching.control_input.add(name="CORRID").control.add(kind=kinds.Value("CONTROL_SEQUENCE_CORRID"),
-                                                          data_type=pb.TYPE_UINT64)
+                                                          data_type=pb.DataType.Value("TYPE_" + _corrid_type(backend)))
     for i, pair in enumerate(manifest.states):
         dtype, dims = pb.DataType.Value(_TRITON_TYPES[pair.dtype]), list(pair.shape[1:])
         state = batching.state.add(input_name=pair.input, output_name=pair.output, data_type=dtype, dims=dims)
@@ -298,14 +305,15 @@ def _check_graph_io(onnx: Any, manifest: Manifest, proto: Any, path: Path) -> No
     check_io(manifest, inputs, [spec(v) for v in proto.graph.output], str(path))
 
 
-def _with_controls(proto: Any, out: Path) -> None:
-    """The ONNX plus START / READY (fp32) and CORRID (uint64) inputs of shape [N, 1], which it ignores."""
+def _with_controls(proto: Any, out: Path, backend: str) -> None:
+    """The ONNX plus START / READY (fp32) and CORRID (``_corrid_type``) inputs of shape [N, 1], which it ignores."""
     import onnx
     from onnx import TensorProto, helper
 
     batch = proto.graph.input[0].type.tensor_type.shape.dim[0]
     first = batch.dim_param or batch.dim_value
-    for name, elem in (("START", TensorProto.FLOAT), ("READY", TensorProto.FLOAT), ("CORRID", TensorProto.UINT64)):
+    corrid = TensorProto.DataType.Value(_corrid_type(backend))
+    for name, elem in (("START", TensorProto.FLOAT), ("READY", TensorProto.FLOAT), ("CORRID", corrid)):
         proto.graph.input.append(helper.make_tensor_value_info(name, elem, [first, 1]))
     onnx.save_model(proto, str(out))
 
@@ -377,7 +385,7 @@ def write_repository(artifact: str | os.PathLike, repository: str | os.PathLike,
         if flavour == "portable":
             _portable_files(art, backend, version)
         else:  # tensorrt: Triton needs a plan built on the server's GPU, from this ONNX next to the config
-            _with_controls(proto, (version if backend == "onnxruntime" else work) / "model.onnx")
+            _with_controls(proto, (version if backend == "onnxruntime" else work) / "model.onnx", backend)
             _write_initial_states(m, work)
         (work / "config.pbtxt").write_text(text)
         m.save(work)

@@ -13,6 +13,15 @@ TensorRT 8.5 / 8.6 / 10.3 / 11 sources and docs):
   10.x shares profile 0.
 - 8.5.x's ``nptype`` fails as it does with numpy 1.24-1.26 (``np.bool``).
 - An engine serialized by another version does not deserialize (None).
+- The ONNX parser's types are onnx-tensorrt's ``convertDtype``: no UINT64 (nor UINT16/32,
+  INT16, STRING) on any version; 8.x makes INT64 inputs and outputs INT32 (the engine's I/O
+  is INT32 and it reads/writes int32 there), 10.x keeps INT64.
+- Weakly typed networks (8.x; 10.x without ``STRONGLY_TYPED``) run fp32 kernels unless
+  ``BuilderFlag.FP16`` is set, whatever fp16 types the ONNX has (NVIDIA/TensorRT#3057);
+  strongly typed ones run the ONNX's types. The engine records which (``kernels``).
+- ``IRuntime.DLA_core`` defaults to -1; a DLA engine runs on that core (core 0 when unset).
+- cuda-python's two layouts: ``cuda.bindings.runtime`` (>= 12.6.1) or only ``cuda.cudart``
+  (12.2 to 12.6.0); the machine's libcudart version is separate from cuda-python's.
 
 Device memory is host memory here (ctypes buffers), so an engine really runs: its
 ``execute_async_v3`` reads the inputs at the bound addresses, runs the ONNX with ONNX
@@ -134,7 +143,8 @@ def make_cudart(rec: Recorder, *, device_count: int = 1, count_error: int = 0, p
     return m
 
 
-_ONNX_TO_TRT = {1: "FLOAT", 10: "HALF", 3: "INT8", 6: "INT32", 7: "INT64", 9: "BOOL", 2: "UINT8"}
+_ONNX_TO_TRT = {1: "FLOAT", 10: "HALF", 3: "INT8", 6: "INT32", 7: "INT64", 9: "BOOL", 2: "UINT8", 11: "FLOAT"}
+_ONNX_NAMES = {4: "UINT16", 5: "INT16", 8: "STRING", 12: "UINT32", 13: "UINT64", 14: "COMPLEX64", 15: "COMPLEX128"}
 
 
 def make_tensorrt(version: str, rec: Recorder, *, dla_cores: int = 0,
@@ -195,6 +205,7 @@ def make_tensorrt(version: str, rec: Recorder, *, dla_cores: int = 0,
             self.layers: list[Layer] = []
             self.onnx = ""
             self.qdq = False
+            self.fp16 = False  # fp16 types in the ONNX (hints only, on a weakly typed network)
 
         def strongly_typed(self) -> bool:
             return major >= 11 or (major >= 10 and bool(self.flags & (1 << 1)))
@@ -225,6 +236,13 @@ def make_tensorrt(version: str, rec: Recorder, *, dla_cores: int = 0,
                 return False
             proto = onnx.load(path)
             inits = {i.name for i in proto.graph.initializer}
+            typed = [(v.name, v.type.tensor_type.elem_type) for v in [*proto.graph.input, *proto.graph.output]]
+            typed += [(i.name, i.data_type) for i in proto.graph.initializer]
+            for name, elem in typed:
+                if elem not in _ONNX_TO_TRT:  # onnx-tensorrt convertDtype: "Unsupported ONNX data type"
+                    self.errors.append(f"Unsupported ONNX data type: {_ONNX_NAMES.get(elem, elem)} ({elem}) "
+                                       f"of tensor {name!r}")
+                    return False
             for value in proto.graph.input:
                 if value.name in inits:
                     continue
@@ -232,6 +250,8 @@ def make_tensorrt(version: str, rec: Recorder, *, dla_cores: int = 0,
                 self.network.inputs.append(Tensor(value.name, dims))
             self.network.layers = [Layer(n.name or f"{n.op_type}_{i}", n.op_type) for i, n in enumerate(proto.graph.node)]
             self.network.qdq = any(n.op_type in ("QuantizeLinear", "DequantizeLinear") for n in proto.graph.node)
+            self.network.fp16 = any(elem == 10 for _, elem in typed) or any(
+                a.name == "to" and a.i == 10 for n in proto.graph.node if n.op_type == "Cast" for a in n.attribute)
             self.network.onnx = str(path)
             return True
 
@@ -334,9 +354,16 @@ def make_tensorrt(version: str, rec: Recorder, *, dla_cores: int = 0,
                 if not config.flags & {"FP16", "INT8"} or not 0 <= config.DLA_core < dla_cores:
                     log("Error Code 2: DLA needs FP16 or INT8 and an existing DLA core")
                     return None
+            if typed:  # the ONNX's own types
+                kernels = "int8" if network.qdq else "fp16" if network.fp16 else "fp32"
+            else:  # weakly typed: fp16 types are hints; only the builder flags allow lower precision
+                kernels = "int8" if network.qdq and "INT8" in config.flags else \
+                    "fp16" if "FP16" in config.flags else "fp32"
             # Like a real engine, it carries the network (here: the ONNX bytes), not a path to it.
             blob = {"fake_tensorrt": version, "onnx": base64.b64encode(Path(network.onnx).read_bytes()).decode(),
-                    "profiles": len(config.profiles), "flags": sorted(config.flags), "dla": config.DLA_core}
+                    "profiles": len(config.profiles), "flags": sorted(config.flags), "dla": config.DLA_core,
+                    "kernels": kernels}
+            rec.calls.append(("kernels", kernels))
             return json.dumps(blob).encode()
 
     m.Builder = Builder
@@ -352,13 +379,19 @@ def make_tensorrt(version: str, rec: Recorder, *, dla_cores: int = 0,
             inits = {i.name for i in proto.graph.initializer}
             self.session = ort.InferenceSession(data, providers=["CPUExecutionProvider"])
             self.io: list[tuple[str, tuple[int, ...], str, int]] = []
+            self.onnx_types: dict[str, Any] = {}  # what ONNX Runtime feeds and returns
+            self.dla_core: int | None = None  # the DLA core it runs on (set by the runtime)
             for kind, values in ((m.TensorIOMode.INPUT, proto.graph.input), (m.TensorIOMode.OUTPUT, proto.graph.output)):
                 for v in values:
                     if v.name in inits:
                         continue
                     t = v.type.tensor_type
                     dims = tuple(d.dim_value if d.HasField("dim_value") else -1 for d in t.shape.dim)
-                    self.io.append((v.name, dims, _ONNX_TO_TRT[t.elem_type], kind))
+                    trt_type = _ONNX_TO_TRT[t.elem_type]
+                    if trt_type == "INT64" and major < 10:
+                        trt_type = "INT32"  # 8.x convertDtype: INT64 -> kINT32
+                    self.io.append((v.name, dims, trt_type, kind))
+                    self.onnx_types[v.name] = onnx.helper.tensor_dtype_to_np_dtype(t.elem_type)
             self.num_optimization_profiles = blob["profiles"]
             self.dynamic = any(-1 in dims for _, dims, _, _ in self.io)
             self.held: dict[int, int] = {}  # profile -> id of the context holding it
@@ -452,10 +485,12 @@ def make_tensorrt(version: str, rec: Recorder, *, dla_cores: int = 0,
                 dtype = np.dtype(nptype_safe(trt_type))
                 nbytes = int(np.prod(shape)) * dtype.itemsize
                 raw = ctypes.string_at(self.addresses[name], nbytes)
-                feeds[name] = np.frombuffer(raw, dtype).reshape(shape).copy()
+                feeds[name] = np.frombuffer(raw, dtype).reshape(shape).astype(self.engine.onnx_types[name])
             names = [o.name for o in self.engine.session.get_outputs()]
+            kinds = {n: t for n, _, t, _ in self.engine.io}
             for name, value in zip(names, self.engine.session.run(names, feeds)):
-                value = np.ascontiguousarray(value * rec.corrupt if rec.corrupt != 1.0 else value)
+                value = value * rec.corrupt if rec.corrupt != 1.0 else value
+                value = np.ascontiguousarray(value, dtype=nptype_safe(kinds[name]))  # the engine's output type
                 ctypes.memmove(self.addresses[name], value.ctypes.data, value.nbytes)
             return True
 
@@ -465,7 +500,7 @@ def make_tensorrt(version: str, rec: Recorder, *, dla_cores: int = 0,
 
     class Runtime:
         def __init__(self, logger: Logger) -> None:
-            pass
+            self.DLA_core = -1  # IRuntime's default  # noqa: N815 - TensorRT's name
 
         def deserialize_cuda_engine(self, data: bytes) -> Engine | None:
             rec.deserialized += 1
@@ -478,30 +513,51 @@ def make_tensorrt(version: str, rec: Recorder, *, dla_cores: int = 0,
                 log(f"Error Code 1: Serialization (engine built by TensorRT {blob.get('fake_tensorrt')}, "
                     f"this is {version})")
                 return None
-            return Engine(blob)
+            engine = Engine(blob)
+            if blob.get("dla", -1) >= 0:  # a DLA engine runs on the runtime's core (0 when unset)
+                engine.dla_core = max(0, int(self.DLA_core))
+            rec.calls.append(("deserialize", {"runtime_dla_core": int(self.DLA_core), "dla_core": engine.dla_core}))
+            return engine
 
     m.Runtime = Runtime
     return m
 
 
-def install(monkeypatch: Any, version: str = "10.3.0", **options: Any) -> Recorder:
-    """Put a fake ``tensorrt`` (``version``) and ``cuda.bindings.runtime`` into ``sys.modules``.
+def install(monkeypatch: Any, version: str = "10.3.0", *, cuda_layout: str = "bindings",
+            libcudart: int | None = 12060, **options: Any) -> Recorder:
+    """Put a fake ``tensorrt`` (``version``) and cuda-python into ``sys.modules``.
 
-    ``options``: ``device_count``, ``count_error``, ``props`` go to the CUDA fake, the rest to
-    the TensorRT fake.
+    ``cuda_layout``: ``"bindings"`` (cuda-python >= 12.6.1: ``cuda.bindings.runtime``, and the
+    deprecated ``cuda.cudart`` alias) or ``"legacy"`` (12.2 to 12.6.0: ``cuda.cudart`` only).
+    ``libcudart``: the machine's CUDA runtime (its libcudart.so; None: none found), which
+    cuda-python's ``runtime_version`` is not. ``options``: ``device_count``, ``count_error``,
+    ``props``, ``runtime_version``, ``driver_version`` go to the CUDA fake, the rest to the
+    TensorRT fake.
     """
+    from edgevid.runtime.backends import tensorrt_engine
+
     rec = Recorder()
     cuda_keys = {"device_count", "count_error", "props", "runtime_version", "driver_version"}
     trt = make_tensorrt(version, rec, **{k: v for k, v in options.items() if k not in cuda_keys})
     cudart = make_cudart(rec, **{k: v for k, v in options.items() if k in cuda_keys})
     cuda = types.ModuleType("cuda")
-    bindings = types.ModuleType("cuda.bindings")
-    bindings.runtime = cudart
-    cuda.bindings = bindings
-    for name, module in (("tensorrt", trt), ("cuda", cuda), ("cuda.bindings", bindings),
-                         ("cuda.bindings.runtime", cudart)):
-        module.__spec__ = importlib.machinery.ModuleSpec(name, None)
+    cuda.__path__ = []  # a package, so `from cuda import cudart` looks for the submodule
+    cuda.cudart = cudart
+    modules = [("tensorrt", trt), ("cuda", cuda), ("cuda.cudart", cudart)]
+    if cuda_layout == "bindings":
+        bindings = types.ModuleType("cuda.bindings")
+        bindings.__path__ = []
+        bindings.runtime = cudart
+        cuda.bindings = bindings
+        modules += [("cuda.bindings", bindings), ("cuda.bindings.runtime", cudart)]
+    else:
+        assert cuda_layout == "legacy", cuda_layout
+        modules += [("cuda.bindings", None), ("cuda.bindings.runtime", None)]  # None: ImportError
+    for name, module in modules:
+        if module is not None:
+            module.__spec__ = importlib.machinery.ModuleSpec(name, None)
         monkeypatch.setitem(sys.modules, name, module)
+    monkeypatch.setattr(tensorrt_engine, "_libcudart_version", lambda: libcudart, raising=False)
     return rec
 
 

@@ -1,13 +1,17 @@
 """TensorRT backend (NVIDIA GPUs and Jetson): an engine from the artifact, states on the device.
 
-Versions: TensorRT >= 8.5.1 (the name-based tensor API and ``execute_async_v3``: JetPack 5.1
-and later, JetPack 6.x), 10.x and 11.x; older TensorRT is refused with a message. CUDA calls
-go through ``cuda.bindings.runtime`` (cuda-python 12.x: cuda-python 13 needs a CUDA 13
-driver, which JetPack 6 does not have, so the ``tensorrt`` extra pins ``<13``).
+Versions: TensorRT >= 8.5.1 (the name-based tensor API and ``execute_async_v3``), 10.x and
+11.x; older TensorRT is refused with a message. On a Jetson that means JetPack 6 (TensorRT 8.6
+or 10.3): JetPack 5.1 has TensorRT 8.5, but its Python bindings exist for Python 3.8 only, and
+edgevid needs 3.10. CUDA calls go through cuda-python 12.x: ``cuda.bindings.runtime`` (from
+12.6.1) or ``cuda.cudart`` (12.2 to 12.6.0, what NVIDIA pins for JetPack 6: its TensorRT 10.3
+samples use 12.2.0). cuda-python 13 needs a CUDA 13 driver, which JetPack 6 does not have, so
+the ``tensorrt`` extra and the bundles pin ``>=12.2,<13``.
 
 The engine: the artifact's own (``files.engine``, built by ``edgevid export --target
 tensorrt`` on the device, hash-checked) when the TensorRT version and GPU it records are
-this one's; otherwise one built from the checked ``model.onnx`` on first load, checked
+this one's and so are the build options it records (DLA core, fp16 kernels, profiles);
+otherwise one built from the checked ``model.onnx`` on first load, checked
 against ONNX Runtime on the same inputs, and kept in the user cache for the next load
 (``tensorrt_engine``: flags per TensorRT version, cache keys, timing cache, DLA).
 
@@ -15,6 +19,8 @@ Each stream has its own execution context, CUDA stream, and two device buffers p
 step t reads states from one and writes into the other, step t+1 the other way round (only
 the tensor addresses change), so states never leave the GPU. On TensorRT 8.x a context of a
 dynamic-shape engine needs an optimization profile of its own; the runner hands them out.
+TensorRT 8.x engines have no INT64 tensors (the parser makes them INT32): the runner feeds and
+returns the manifest's int64 and casts at the boundary, so states stay int32 on the device.
 """
 
 from __future__ import annotations
@@ -35,7 +41,8 @@ MIN_TENSORRT = (8, 5, 1)
 # Why a CUDA call failed, in words, for the errors a deployment meets.
 _CUDA_HINTS = {
     35: "the NVIDIA driver is older than the CUDA runtime of the installed cuda-python (cuda-python 13 needs a "
-        "CUDA 13 driver; on JetPack 6 / CUDA 12: pip install 'cuda-python>=12.6,<13')",
+        "CUDA 13 driver; with a CUDA 12 driver: pip install 'cuda-python>=12.2,<13', and on JetPack 6.0 "
+        "(CUDA 12.2): pip install 'cuda-python==12.2.*')",
     100: "no CUDA GPU is visible (check nvidia-smi, the container's --gpus / --runtime nvidia)",
     2: "the GPU is out of memory",
     999: "the CUDA driver is in an unknown error state (a reboot usually clears it)",
@@ -60,19 +67,24 @@ def _tensorrt() -> Any:
         trt = require("tensorrt", "tensorrt")
     if te.version_tuple(trt.__version__) < MIN_TENSORRT:
         raise MissingExtraError(
-            f"TensorRT {trt.__version__} is too old: edgevid needs >= 8.5.1 (JetPack >= 5.1) for the "
-            "tensor-name API; upgrade JetPack, or use --backend onnxruntime"
+            f"TensorRT {trt.__version__} is too old: edgevid needs >= 8.5.1 for the tensor-name API (on a "
+            "Jetson: JetPack 6); upgrade TensorRT or JetPack, or use --backend onnxruntime"
         )
     return trt
 
 
 def _cudart() -> Any:
+    """cuda-python's CUDA runtime module: ``cuda.bindings.runtime`` (>= 12.6.1) or ``cuda.cudart`` (12.2-12.6.0)."""
     try:
         from cuda.bindings import runtime as cudart
-    except ImportError as exc:
-        raise MissingExtraError(
-            f"cuda-python 12.x is not installed ({exc}); install it with: pip install 'edgevid[tensorrt]'"
-        ) from exc
+    except ImportError:
+        try:
+            from cuda import cudart  # the layout before cuda-python 12.6.1 (same API)
+        except ImportError as exc:
+            raise MissingExtraError(
+                f"cuda-python 12.x is not installed ({exc}); install it with: pip install 'edgevid[tensorrt]' "
+                "(or pip install 'cuda-python>=12.2,<13')"
+            ) from exc
     return cudart
 
 
@@ -135,6 +147,9 @@ class TensorRTRunner(Runner):
         self.build_options = self._build_options()
         logger = trt.Logger(trt.Logger.WARNING)
         self._runtime = te._create("runtime", trt.Runtime, logger)
+        if self.build_options.dla_core is not None:
+            # IRuntime defaults to DLA core -1: without this, an engine built for core 1 may run on core 0.
+            self._runtime.DLA_core = int(self.build_options.dla_core)
         self.engine_source = ""  # "shipped" | "cache" | "built", for bench/report
         self.engine_path: Path | None = None
         self._pending: tuple[Path, dict[str, Any], bytes] | None = None  # a new engine, cached after its check
@@ -144,19 +159,42 @@ class TensorRTRunner(Runner):
             raise BackendError(f"TensorRT {trt.__version__} cannot deserialize the {self.engine_source} engine "
                                f"of {self.artifact.directory.name} (its log above says why); load with rebuild=True")
         self._inputs, self._outputs, dynamic = [], [], False
+        self._device_dtypes: dict[str, str] = {}  # tensor -> its dtype in the engine (device buffers)
+        boundary = self._boundary_dtypes()
         for i in range(self.engine.num_io_tensors):
             name = self.engine.get_tensor_name(i)
             dims = list(self.engine.get_tensor_shape(name))
             dynamic |= any(d < 0 for d in dims)
-            dtype = te.numpy_dtype(self.engine.get_tensor_dtype(name), name)
+            self._device_dtypes[name] = dtype = te.numpy_dtype(self.engine.get_tensor_dtype(name), name)
             is_input = self.engine.get_tensor_mode(name) == trt.TensorIOMode.INPUT
             (self._inputs if is_input else self._outputs).append(
-                TensorSpec(name, [d if d >= 0 else "?" for d in dims], dtype))
+                TensorSpec(name, [d if d >= 0 else "?" for d in dims], boundary.get((name, dtype), dtype)))
         # TensorRT 8.x: one optimization profile per context in concurrent use (10.x shares).
         shared = te.version_tuple(trt.__version__) >= (10,)
         profiles = int(getattr(self.engine, "num_optimization_profiles", 1))
         self._free_profiles: list[int] | None = None if (shared or not dynamic) else list(range(profiles))
         self._call: dict[str, Any] | None = None  # context, stream and buffers of infer()
+
+    def _boundary_dtypes(self) -> dict[tuple[str, str], str]:
+        """``{(tensor, "int32"): "int64"}`` for the manifest's int64 tensors on TensorRT 8.x, whose parser makes
+        them INT32: the runner feeds and returns int64 and casts at the boundary."""
+        if te.version_tuple(self._trt.__version__) >= (10,):
+            return {}
+        from edgevid.runtime.artifact import expected_io
+
+        inputs, outputs = expected_io(self.manifest)
+        return {(t.name, "int32"): "int64" for t in [*inputs, *outputs] if t.dtype == "int64"}
+
+    def device_dtype(self, name: str) -> str:
+        """The dtype of tensor ``name`` in the engine (its device buffers), which may differ from the manifest's."""
+        return self._device_dtypes[name]
+
+    def to_device(self, name: str, array: np.ndarray) -> np.ndarray:
+        """``array`` in the engine's dtype for tensor ``name`` (int64 -> int32 on TensorRT 8.x, range-checked)."""
+        dtype = self._device_dtypes[name]
+        if dtype == "int32" and np.asarray(array).dtype == np.int64:
+            return te.narrow_int64(np.asarray(array), name)
+        return np.ascontiguousarray(array, dtype=dtype)
 
     def load(self) -> TensorRTRunner:
         """Load; a freshly built engine is checked against ONNX Runtime, then cached."""
@@ -217,20 +255,32 @@ class TensorRTRunner(Runner):
         return data
 
     def _shipped_engine(self) -> Path | None:
-        """The artifact's engine if it was built by this TensorRT for this GPU (never deserialize another's)."""
+        """The artifact's engine if it was built by this TensorRT for this GPU (never deserialize another's)
+        with the build options asked for now (a DLA core, fp16 kernels, streams: else it is not what was asked)."""
         if not self.manifest.files.get("engine"):
             return None
         built = self.manifest.build.get("tensorrt", {})
         recorded = built.get("device") if isinstance(built, dict) else None
         mine = {"tensorrt": self.facts.tensorrt, "gpu": self.facts.gpu,
                 "compute_capability": self.facts.compute_capability, "sm_count": self.facts.sm_count}
+        where = self.artifact.directory.name
         if not isinstance(recorded, dict) or {k: recorded.get(k) for k in mine} != mine:
             theirs = (f"TensorRT {recorded.get('tensorrt')} on {recorded.get('gpu')}" if isinstance(recorded, dict)
                       else "an unrecorded TensorRT and GPU")
-            te.say(f"the engine in {self.artifact.directory.name} was built by {theirs}; this is TensorRT "
+            te.say(f"the engine in {where} was built by {theirs}; this is TensorRT "
                    f"{self.facts.tensorrt} on {self.facts.gpu}: using an engine built from model.onnx instead")
             return None
+        differ = te.options_differ(built.get("options"), self.build_options, dynamic=self._dynamic_shapes())
+        if differ:
+            te.say(f"the engine in {where} was built with other options ({'; '.join(differ)}): using an engine "
+                   "built from model.onnx with the options asked for instead")
+            return None
         return self.artifact.verified_file("engine")
+
+    def _dynamic_shapes(self) -> bool:
+        """True if an input or state of the manifest has a dynamic dim (its engine has optimization profiles)."""
+        shapes = [t.shape for t in self.manifest.inputs] + [s.shape for s in self.manifest.states]
+        return any(not isinstance(d, int) for shape in shapes for d in shape)
 
     def _check_against_onnxruntime(self) -> dict[str, Any]:
         """The new engine and ONNX Runtime (CPU) on the same deterministic inputs; raises past the tolerance."""
@@ -314,13 +364,13 @@ class TensorRTRunner(Runner):
             return ptr
 
         for spec in self._inputs:
-            array = np.ascontiguousarray(feeds[spec.name], dtype=spec.dtype)
+            array = self.to_device(spec.name, np.asarray(feeds[spec.name], dtype=spec.dtype))
             context.set_input_shape(spec.name, array.shape)
             _check(cuda.cudaMemcpyAsync(device(spec.name, array.nbytes), array.ctypes.data, array.nbytes,
                                         cuda.cudaMemcpyKind.cudaMemcpyHostToDevice, stream))
         hosts = {}
         for spec in self._outputs:
-            hosts[spec.name] = np.empty(tuple(context.get_tensor_shape(spec.name)), spec.dtype)
+            hosts[spec.name] = np.empty(tuple(context.get_tensor_shape(spec.name)), self._device_dtypes[spec.name])
             device(spec.name, hosts[spec.name].nbytes)
         if not context.execute_async_v3(int(stream)):
             raise BackendError("TensorRT execution failed (its log above says why)")
@@ -328,7 +378,8 @@ class TensorRTRunner(Runner):
             _check(cuda.cudaMemcpyAsync(host.ctypes.data, buffers[name][0], host.nbytes,
                                         cuda.cudaMemcpyKind.cudaMemcpyDeviceToHost, stream))
         _check(cuda.cudaStreamSynchronize(stream))
-        return hosts
+        specs = {spec.name: spec.dtype for spec in self._outputs}
+        return {name: host.astype(specs[name], copy=False) for name, host in hosts.items()}
 
     def _release_call(self) -> None:
         """Free the context, buffers and CUDA stream of ``infer``."""
@@ -386,15 +437,17 @@ class TrtStream(BackendStream):
             raise
         frame, logits = runner.frame_input, runner.logits_output
         frame_shape = batch1_shape(frame)
-        self._frame = _Pinned(cuda, frame_shape, frame.dtype)
-        self._logits = _Pinned(cuda, batch1_shape(logits), logits.dtype)
+        # Pinned and device buffers hold the engine's dtypes (int32 for an int64 tensor on TensorRT 8.x).
+        self._frame = _Pinned(cuda, frame_shape, runner.device_dtype(frame.name))
+        self._logits = _Pinned(cuda, batch1_shape(logits), runner.device_dtype(logits.name))
+        self._frame_name, self._logits_dtype = frame.name, logits.dtype
         self._frame_dev = self._alloc(self._frame.nbytes)
         self._logits_dev = self._alloc(self._logits.nbytes)
         self._context.set_input_shape(frame.name, frame_shape)
         self._context.set_tensor_address(frame.name, self._frame_dev)
         self._context.set_tensor_address(logits.name, self._logits_dev)
         self._states = m.states
-        self._init = [initial_state(s) for s in m.states]
+        self._init = [runner.to_device(s.input, initial_state(s)) for s in m.states]
         self._buffers = [(self._alloc(v.nbytes), self._alloc(v.nbytes)) for v in self._init]
         for s in m.states:
             self._context.set_input_shape(s.input, s.shape)
@@ -402,7 +455,8 @@ class TrtStream(BackendStream):
         for spec in runner.output_specs():  # outputs the session does not read still need memory
             if spec.name not in bound:
                 shape = tuple(self._context.get_tensor_shape(spec.name))
-                self._context.set_tensor_address(spec.name, self._alloc(int(np.prod(shape)) * np.dtype(spec.dtype).itemsize))
+                size = int(np.prod(shape)) * np.dtype(runner.device_dtype(spec.name)).itemsize
+                self._context.set_tensor_address(spec.name, self._alloc(size))
         self._parity = 0
         self.reset()
 
@@ -415,7 +469,7 @@ class TrtStream(BackendStream):
         cuda, ctx, p = self._cuda, self._context, self._parity
         if frame.shape != self._frame.array.shape:
             raise BackendError(f"step expects a frame of shape {self._frame.array.shape}, got {frame.shape}")
-        self._frame.array[...] = frame
+        self._frame.array[...] = self.runner.to_device(self._frame_name, frame)
         for s, bufs in zip(self._states, self._buffers):
             ctx.set_tensor_address(s.input, bufs[p])
             ctx.set_tensor_address(s.output, bufs[1 - p])
@@ -427,7 +481,7 @@ class TrtStream(BackendStream):
                                     cuda.cudaMemcpyKind.cudaMemcpyDeviceToHost, self._stream))
         _check(cuda.cudaStreamSynchronize(self._stream))
         self._parity ^= 1
-        return self._logits.array.copy()
+        return self._logits.array.astype(self._logits_dtype)  # a copy: the caller owns it
 
     def reset(self) -> None:
         """Write the initial values into the buffers the next step reads."""

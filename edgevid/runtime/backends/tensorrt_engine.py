@@ -5,6 +5,10 @@ silently changes precision (TensorRT 8.5 / 8.6 / 10.3 / 11 sources and docs):
 
 - 8.x: networks need ``EXPLICIT_BATCH``; a Q/DQ (INT8) network builds only with
   ``BuilderFlag.INT8`` set, else the build fails ("int8 is not configured in the builder").
+  Networks are weakly typed: the fp16 types of a ``--precision fp16`` ONNX are only hints,
+  and without ``BuilderFlag.FP16`` the engine runs fp32 kernels (NVIDIA/TensorRT#3057), so
+  an fp16 artifact sets it. The parser turns INT64 inputs and outputs into INT32; the
+  backend casts at the boundary (``narrow_int64``).
 - 10.x: ``EXPLICIT_BATCH`` is ignored; ``STRONGLY_TYPED`` networks keep the ONNX's types
   (Q/DQ included) and refuse the FP16 / INT8 flags; fp16 kernels for an fp32 ONNX need a
   weakly typed network with ``FP16`` (and ``INT8`` for its Q/DQ layers).
@@ -19,12 +23,16 @@ silently changes precision (TensorRT 8.5 / 8.6 / 10.3 / 11 sources and docs):
 Engines built on first load go to the user cache (``edgevid.cache``: ``tensorrt/``), keyed by
 everything that makes an engine valid: the ONNX's sha256, the TensorRT version, the GPU
 (name, compute capability, SM count), the CUDA runtime and driver versions, and the build
-options. A ``meta.json`` next to each engine (written atomically, like the engine) records
+options. The CUDA runtime is the machine's (its ``libcudart``), not cuda-python's: since CUDA
+12, ``cudaRuntimeGetVersion`` is a compile-time constant, so cuda-python's names the CUDA that
+cuda-python was built with, whatever the device has. A ``meta.json`` next to each engine (written atomically, like the engine) records
 that key and the engine's sha256; anything different means a rebuild. The builder's timing
 cache persists per GPU and TensorRT version, so a rebuild skips the kernel timing it did
 before. A shipped engine (built by ``edgevid export --target tensorrt`` on the device) is used
-only when the TensorRT version and GPU it records are this one's: deserializing an engine of
-another TensorRT version is refused by TensorRT or, on some versions, crashes.
+only when the TensorRT version and GPU it records are this one's (deserializing an engine of
+another TensorRT version is refused by TensorRT or, on some versions, crashes) and the build
+options it records are the ones asked for now (``options_differ``): else a DLA core, fp16
+kernels or more streams asked for would silently not be what runs.
 
 The cache is a trust boundary: an engine is code the GPU runs, and a ``meta.json`` (sha256
 included) proves nothing if someone else could write both. So, as ssh does with ``~/.ssh``,
@@ -40,7 +48,9 @@ run only (in memory).
 from __future__ import annotations
 
 import contextlib
+import ctypes
 import errno
+import functools
 import hashlib
 import json
 import os
@@ -97,7 +107,7 @@ class DeviceFacts:
     gpu: str
     compute_capability: str  # "8.7"
     sm_count: int
-    cuda_runtime: int  # 12060 = 12.6
+    cuda_runtime: int  # the machine's libcudart: 12060 = 12.6; 0 = none found
     cuda_driver: int
 
 
@@ -142,7 +152,8 @@ def plan_flags(version: tuple[int, ...], opts: BuildOptions) -> FlagPlan:
         return FlagPlan(network=("STRONGLY_TYPED",), set=(), clear=("TF32",))
     network = ("EXPLICIT_BATCH",) if major < 10 else ()
     flags = []
-    if opts.fp16_kernels or dla:
+    # 8.x is weakly typed even for an fp16 ONNX: its fp16 types need FP16 to be more than hints.
+    if opts.fp16_kernels or dla or opts.precision == "fp16":
         flags.append("FP16")
     if int8:
         flags.append("INT8")  # 8.x refuses a Q/DQ network without it (weakly typed 10.x too)
@@ -152,15 +163,59 @@ def plan_flags(version: tuple[int, ...], opts: BuildOptions) -> FlagPlan:
     return FlagPlan(network=network, set=tuple(flags), clear=clear)
 
 
+_CUDART_NAMES = ("libcudart.so", "libcudart.so.12", "libcudart.so.13", "libcudart.so.11.0",
+                 "/usr/local/cuda/lib64/libcudart.so")
+
+
+@functools.lru_cache(maxsize=1)
+def _libcudart_version() -> int | None:
+    """``cudaRuntimeGetVersion`` of this machine's libcudart (JetPack's CUDA on a Jetson), or None."""
+    for name in _CUDART_NAMES:
+        try:
+            lib = ctypes.CDLL(name)
+        except OSError:
+            continue
+        version = ctypes.c_int(0)
+        if lib.cudaRuntimeGetVersion(ctypes.byref(version)) == 0 and version.value > 0:
+            return int(version.value)
+    return None
+
+
 def device_facts(trt: Any, cudart: Any, check: Any) -> DeviceFacts:
-    """The facts of GPU 0 and this TensorRT (``check`` unpacks cuda-python results)."""
+    """The facts of GPU 0 and this TensorRT (``check`` unpacks cuda-python results).
+
+    The CUDA runtime is the machine's libcudart's, never cuda-python's (see the module docstring).
+    """
     prop = check(cudart.cudaGetDeviceProperties(0))
     name = prop.name.decode(errors="replace") if isinstance(prop.name, bytes) else str(prop.name)
     return DeviceFacts(tensorrt=str(trt.__version__), gpu=name.rstrip("\x00"),
                        compute_capability=f"{int(prop.major)}.{int(prop.minor)}",
                        sm_count=int(prop.multiProcessorCount),
-                       cuda_runtime=int(check(cudart.cudaRuntimeGetVersion())),
+                       cuda_runtime=_libcudart_version() or 0,
                        cuda_driver=int(check(cudart.cudaDriverGetVersion())))
+
+
+def options_differ(recorded: Any, opts: BuildOptions, *, dynamic: bool) -> list[str]:
+    """How the build options a shipped engine records differ from ``opts`` (``[]``: none).
+
+    The profile count matters only for a dynamic-shape engine (a static one has none).
+    """
+    if not isinstance(recorded, dict):
+        return ["no build options recorded"]
+    mine = asdict(opts)
+    keys = [k for k in mine if dynamic or k != "profiles"]
+    return [f"{k} {recorded.get(k)!r} (now {mine[k]!r})" for k in keys if recorded.get(k) != mine[k]]
+
+
+def narrow_int64(array: Any, tensor: str) -> Any:
+    """``array`` (int64) as int32 for a TensorRT 8.x engine, whose parser made the tensor INT32."""
+    import numpy as np
+
+    info = np.iinfo(np.int32)
+    if array.size and (array.min() < info.min or array.max() > info.max):
+        raise EngineError(f"tensor {tensor!r} holds int64 values outside int32, which TensorRT 8.x engines use "
+                          "for int64 tensors; use TensorRT 10 (JetPack 6.1) or --backend onnxruntime")
+    return np.ascontiguousarray(array, dtype=np.int32)
 
 
 def _key(data: dict[str, Any]) -> str:
