@@ -90,3 +90,23 @@ def runtime_video(tmp_path_factory):
     """24-frame 112x84 mp4 (non-square: exercises resize + centre crop)."""
     return _runtime_write_video(tmp_path_factory.mktemp("runtime_video") / "clip.mp4")
 
+
+
+# --- TensorRT fakes (tests/test_tensorrt_fake.py, tests/test_tensorrt_review.py) -------------------
+
+
+@pytest.fixture
+def own_engine_cache(tmp_path, monkeypatch):
+    """The test's own edgevid cache (TensorRT engines, timing caches)."""
+    monkeypatch.setenv("EDGEVID_CACHE", str(tmp_path / "cache"))
+
+
+@pytest.fixture(scope="module")
+def trt_artifact(runtime_model, tmp_path_factory):
+    """A static-shape stream export for the tensorrt target (engine built on first load)."""
+    from edgevid.export.api import export_model
+
+    out = tmp_path_factory.mktemp("trt_artifacts") / "stream-tensorrt"
+    export_model("tsm-mobilenetv2-online", out, checkpoint=runtime_model[1], size=64, num_classes=5, width_mult=0.5,
+                 mode="stream", target="tensorrt", frames=8, validate=False, progress=False)
+    return out

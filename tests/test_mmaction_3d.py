@@ -211,7 +211,12 @@ def test_mmaction2_checkpoint_gives_mmaction2_logits(case):
     assert _rel(got, case.other) > 10 * TOL
 
 
-@pytest.mark.parametrize("case", ENTRIES, indirect=True)
+# Each export takes 10-15 s here: two run by default (an inflated ResNet and X3D), every entry with -m slow.
+_EXPORTED_BY_DEFAULT = ("i3d-r50-mmaction2", "x3d-s-mmaction2")
+
+
+@pytest.mark.parametrize("case", [n if n in _EXPORTED_BY_DEFAULT else pytest.param(n, marks=pytest.mark.slow)
+                                  for n in ENTRIES], indirect=True)
 def test_mmaction2_checkpoint_exports_with_mmaction2_logits_in_onnxruntime(case, tmp_path):
     """``export_model(..., checkpoint=)`` (clip mode, validated): ONNX Runtime gives the reference's logits, to 1e-4."""
     from edgevid.export.api import export_model

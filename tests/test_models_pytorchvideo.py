@@ -220,7 +220,9 @@ def test_slowfast_samples_the_slow_path_like_packpathway(case):
     assert _rel(got, strided) > TOL
 
 
-@pytest.mark.parametrize("case", ["x3d-xs", *SLOWFAST], indirect=True)
+# SlowFast 4x16 exports like 8x8 (12-14 s each here): 8x8, the hub's, by default; 4x16 with -m slow.
+@pytest.mark.parametrize("case", ["x3d-xs", *[s if s == "slowfast-r50-8x8" else pytest.param(s, marks=pytest.mark.slow)
+                                              for s in SLOWFAST]], indirect=True)
 def test_onnx_export_matches_pytorchvideo(case, tmp_path):
     from edgevid.export.api import export_model
     from edgevid.runtime.crosscheck import onnxruntime_runner

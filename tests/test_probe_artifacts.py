@@ -271,17 +271,6 @@ def test_validation_fails_on_nan_outputs():
 # ---------------------------------------------------------------- C1 / C3: the TensorRT engine cache is private
 
 
-@pytest.fixture(scope="module")
-def trt_artifact(runtime_model, tmp_path_factory):
-    """A static-shape stream export for the tensorrt target (engine built on first load)."""
-    from edgevid.export.api import export_model
-
-    out = tmp_path_factory.mktemp("trt_probe") / "stream-tensorrt"
-    export_model("tsm-mobilenetv2-online", out, checkpoint=runtime_model[1], size=64, num_classes=5, width_mult=0.5,
-                 mode="stream", target="tensorrt", frames=8, validate=False, progress=False)
-    return out
-
-
 @pytest.fixture
 def cache(tmp_path, monkeypatch) -> Path:
     """This test's own engine cache root (``$EDGEVID_CACHE/tensorrt``), warnings not yet given."""

@@ -28,21 +28,7 @@ from edgevid.runtime.backends import tensorrt_engine as te
 VERSIONS = ["8.5.2.2", "8.6.2.3", "10.3.0.30", "11.1.0.4"]
 
 
-@pytest.fixture(autouse=True)
-def own_cache(tmp_path, monkeypatch):
-    """Every test its own engine cache."""
-    monkeypatch.setenv("EDGEVID_CACHE", str(tmp_path / "cache"))
-
-
-@pytest.fixture(scope="module")
-def trt_artifact(runtime_model, tmp_path_factory):
-    """A static-shape stream export for the tensorrt target (engine built on first load)."""
-    from edgevid.export.api import export_model
-
-    out = tmp_path_factory.mktemp("trt_artifacts") / "stream-tensorrt"
-    export_model("tsm-mobilenetv2-online", out, checkpoint=runtime_model[1], size=64, num_classes=5, width_mult=0.5,
-                 mode="stream", target="tensorrt", frames=8, validate=False, progress=False)
-    return out
+pytestmark = pytest.mark.usefixtures("own_engine_cache")
 
 
 def _copy(src: Path, dst: Path) -> Path:

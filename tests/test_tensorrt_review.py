@@ -29,21 +29,7 @@ from edgevid.runtime.backends import tensorrt_engine as te
 ROOT = Path(__file__).parents[1]
 
 
-@pytest.fixture(autouse=True)
-def own_cache(tmp_path, monkeypatch):
-    """Every test its own engine cache."""
-    monkeypatch.setenv("EDGEVID_CACHE", str(tmp_path / "cache"))
-
-
-@pytest.fixture(scope="module")
-def trt_artifact(runtime_model, tmp_path_factory):
-    """A static-shape stream export for the tensorrt target (engine built on first load)."""
-    from edgevid.export.api import export_model
-
-    out = tmp_path_factory.mktemp("review_artifacts") / "stream-tensorrt"
-    export_model("tsm-mobilenetv2-online", out, checkpoint=runtime_model[1], size=64, num_classes=5, width_mult=0.5,
-                 mode="stream", target="tensorrt", frames=8, validate=False, progress=False)
-    return out
+pytestmark = pytest.mark.usefixtures("own_engine_cache")
 
 
 def _rewrite(src: Path, dst: Path, proto: onnx.ModelProto, edit) -> Path:

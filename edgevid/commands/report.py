@@ -37,8 +37,8 @@ def add_parser(subparsers: Any) -> None:
     p.add_argument("--calib", metavar="DIR", help="INT8 calibration data (default: the built-in synthetic set)")
     p.add_argument("--calib-size", type=argtypes.int_range(1, 100_000), metavar="N", help="INT8 calibration clips")
     p.add_argument("--threads", type=argtypes.threads, metavar="N", help="threads for every backend and torch")
-    p.add_argument("--rounds", type=argtypes.int_range(1, 10_000), metavar="N", help="latency rounds (default 8, --quick 4)")
-    p.add_argument("--block", type=argtypes.int_range(1, 10_000), metavar="N", help="timed calls per variant per round (default 20)")
+    p.add_argument("--rounds", type=argtypes.int_range(1, 1_000_000), metavar="N", help="latency rounds (default 8, --quick 4)")
+    p.add_argument("--block", type=argtypes.int_range(1, 1_000_000), metavar="N", help="timed calls per variant per round (default 20)")
     p.add_argument("--quick", action="store_true",
                    help="stream mode, 11 videos, short latency rounds, INT8 calibrated on 8 clips")
     p.add_argument("--no-efficiency", action="store_true",
