@@ -140,3 +140,13 @@ def kill_midway(argv: list, cwd: Path, sig: int, started, what: str, timeout: fl
             proc.kill()
         proc.wait()
     return proc.returncode, proc.stderr.read()
+
+
+def put(*path, value: object):
+    """A manifest edit for a case: set ``data[path[0]][path[1]]... = value``."""
+    def edit(data: dict) -> None:
+        for key in path[:-1]:
+            data = data[key]
+        data[path[-1]] = value
+
+    return edit

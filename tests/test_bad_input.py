@@ -23,6 +23,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
+from probe import put
 
 CASES: dict[str, Callable[[Ctx], tuple[list[str], str]]] = {}
 _LOG: list[str] = []
@@ -219,33 +220,24 @@ def _manifest_case(name: str, edit: Callable[[dict], None], expected: str, backe
         return ["run", art, "--video", ctx.video, "--backend", backend], expected
 
 
-def _put(*path: str | int, value: object) -> Callable[[dict], None]:
-    def edit(data: dict) -> None:
-        for key in path[:-1]:
-            data = data[key]
-        data[path[-1]] = value
-
-    return edit
-
-
-_manifest_case("manifest-onnx-absolute", _put("files", "onnx", value="/etc/passwd"),
+_manifest_case("manifest-onnx-absolute", put("files", "onnx", value="/etc/passwd"),
                "files.onnx must be a plain file name")
-_manifest_case("manifest-onnx-dotdot", _put("files", "onnx", value="../../x/model.onnx"),
+_manifest_case("manifest-onnx-dotdot", put("files", "onnx", value="../../x/model.onnx"),
                "files.onnx must be a plain file name")
-_manifest_case("manifest-engine-outside", _put("files", "engine", value="../../victim.txt"),
+_manifest_case("manifest-engine-outside", put("files", "engine", value="../../victim.txt"),
                "files.engine must be a plain file name")
-_manifest_case("manifest-state-init-string", _put("states", 0, "init", value="zero"),
+_manifest_case("manifest-state-init-string", put("states", 0, "init", value="zero"),
                'states[0].init must be a finite number, got "zero"')
-_manifest_case("manifest-frames-1e9", _put("sampling", "frames", value=1e9), "sampling.frames must be an integer")
-_manifest_case("manifest-frames-huge", _put("sampling", "frames", value=10**9),
+_manifest_case("manifest-frames-1e9", put("sampling", "frames", value=1e9), "sampling.frames must be an integer")
+_manifest_case("manifest-frames-huge", put("sampling", "frames", value=10**9),
                "sampling.frames must be between 1 and 1024")
-_manifest_case("manifest-files-not-object", _put("files", value="model.onnx"), "files must be an object")
-_manifest_case("manifest-provenance-not-object", _put("provenance", value=[]), "provenance must be an object")
-_manifest_case("manifest-std-zero", _put("preprocess", "std", 1, value=0), "preprocess.std[1] must be > 0, got 0")
-_manifest_case("manifest-resize-below-crop", _put("preprocess", "resize", value=8),
+_manifest_case("manifest-files-not-object", put("files", value="model.onnx"), "files must be an object")
+_manifest_case("manifest-provenance-not-object", put("provenance", value=[]), "provenance must be an object")
+_manifest_case("manifest-std-zero", put("preprocess", "std", 1, value=0), "preprocess.std[1] must be > 0, got 0")
+_manifest_case("manifest-resize-below-crop", put("preprocess", "resize", value=8),
                "preprocess.resize must be >= crop")
-_manifest_case("manifest-labels-not-list", _put("labels", value="abcde"), "labels must be a list")
-_manifest_case("manifest-state-shape-huge", _put("states", 0, "shape", value=[1, 100000, 100000]),
+_manifest_case("manifest-labels-not-list", put("labels", value="abcde"), "labels must be a list")
+_manifest_case("manifest-state-shape-huge", put("states", 0, "shape", value=[1, 100000, 100000]),
                "states[0].shape has more than")
 _manifest_case("manifest-bin-hash-missing", lambda d: d["provenance"].pop("openvino_bin_sha256"),
                "records no provenance.openvino_bin_sha256", backend="openvino")
@@ -267,7 +259,7 @@ def _(ctx: Ctx) -> tuple[list[str], str]:
     art = ctx.tmp / "art"
     art.mkdir()
     shutil.copy(ctx.stream_artifact / "manifest.json", art / "manifest.json")
-    ctx.edit_manifest(art, _put("files", value={"openvino_xml": "../other/model.onnx"}))
+    ctx.edit_manifest(art, put("files", value={"openvino_xml": "../other/model.onnx"}))
     return ["run", art, "--video", ctx.video, "--backend", "openvino"], "files.openvino_xml must be a plain file name"
 
 

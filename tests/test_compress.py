@@ -609,7 +609,7 @@ def test_shipped_int8_top1_within_one_point_and_98_percent_frame_agreement(full_
 @pytest.mark.slow
 @pytest.mark.parametrize("backend", ["onnxruntime", "openvino"])
 def test_tsm_over_tsn_order_gap_survives_quantization(full_tsm, full_tsn, backend):
-    from edgevid.report.metrics import known_order_pairs, order_pair_accuracy
+    from edgevid.metrics import known_order_pairs, order_pair_accuracy
 
     def pair(run, key):
         return order_pair_accuracy(run[key].mean(axis=1), run["labels"], run["classes"],

@@ -21,7 +21,17 @@ from collections.abc import Callable
 from pathlib import Path
 
 import pytest
-from probe import TAG_VAR, check_one_line, edgevid, kill_midway, kill_tagged, leftovers, new_tag, snapshot
+from probe import (
+    TAG_VAR,
+    check_one_line,
+    edgevid,
+    kill_midway,
+    kill_tagged,
+    leftovers,
+    new_tag,
+    put,
+    snapshot,
+)
 
 # --- options: bounds checked at parse time, before anything is allocated or written ---------------
 
@@ -116,15 +126,6 @@ def test_library_entry_points_check_the_same_bounds(tmp_path):
 # --- manifests: `edgevid run ARTIFACT --video VIDEO` on a broken copy ------------------------------
 
 
-def _put(*path: str | int, value: object) -> Callable[[dict], None]:
-    def edit(data: dict) -> None:
-        for key in path[:-1]:
-            data = data[key]
-        data[path[-1]] = value
-
-    return edit
-
-
 def _raw(edit: Callable[[str], str]) -> Callable[[Path], None]:
     """Edit manifest.json as text (for what json.dumps cannot write)."""
     def apply(art: Path) -> None:
@@ -160,29 +161,29 @@ def _truncated_bin_rehashed(art: Path) -> None:
     """Half of model.bin, and a manifest whose hash matches the half (a bad copy that rewrote both)."""
     data = (art / "model.bin").read_bytes()[: (art / "model.bin").stat().st_size // 2]
     (art / "model.bin").write_bytes(data)
-    _json(_put("provenance", "openvino_bin_sha256", value=hashlib.sha256(data).hexdigest()))(art)
+    _json(put("provenance", "openvino_bin_sha256", value=hashlib.sha256(data).hexdigest()))(art)
 
 
 _DIGITS_5000 = "9" * 5000
 
 # probe id -> (how to break the copy, backend, expected substring)
 MANIFEST_CASES: dict[str, tuple[Callable[[Path], None], str, str]] = {
-    "M16-lone-surrogate-in-a-label": (_json(_put("labels", 0, value="\ud800abc")), "onnxruntime",
+    "M16-lone-surrogate-in-a-label": (_json(put("labels", 0, value="\ud800abc")), "onnxruntime",
                                       "labels[0] is not valid Unicode text"),
-    "M16-lone-surrogate-in-a-provenance-key": (_json(_put("provenance", "\udc00", value=1)), "onnxruntime",
+    "M16-lone-surrogate-in-a-provenance-key": (_json(put("provenance", "\udc00", value=1)), "onnxruntime",
                                                "a key in provenance is not valid Unicode text"),
     "M20-5000-digit-int": (_raw(lambda t: t.replace('"validation": {', f'"validation": {{"x": {_DIGITS_5000}, ', 1)),
                            "onnxruntime", "holds a number too long to read"),
-    "M20-4000-digit-int-as-state-init": (_json(_put("states", 0, "init", value=10**4000)), "onnxruntime",
+    "M20-4000-digit-int-as-state-init": (_json(put("states", 0, "init", value=10**4000)), "onnxruntime",
                                          "states[0].init must be a finite number"),
     "M23-300-mb-manifest": (_padded_to_300_mb, "onnxruntime", "is larger than 16 MiB"),
-    "M29-state-init-past-float32": (_json(_put("states", 0, "init", value=1e300)), "onnxruntime",
+    "M29-state-init-past-float32": (_json(put("states", 0, "init", value=1e300)), "onnxruntime",
                                     "states[0].init must be within"),
-    "M29-mean-past-float32": (_json(_put("preprocess", "mean", value=[1e308, 0.5, 0.5])), "onnxruntime",
+    "M29-mean-past-float32": (_json(put("preprocess", "mean", value=[1e308, 0.5, 0.5])), "onnxruntime",
                               "preprocess.mean[0] must be within"),
-    "M29-denormal-std": (_json(_put("preprocess", "std", value=[1e-320, 0.2, 0.2])), "onnxruntime",
+    "M29-denormal-std": (_json(put("preprocess", "std", value=[1e-320, 0.2, 0.2])), "onnxruntime",
                          "preprocess.std[0] must be within [1e-06"),
-    "M30-inference-precision-f64": (_json(_put("build", "openvino", "inference_precision", value="f64")), "openvino",
+    "M30-inference-precision-f64": (_json(put("build", "openvino", "inference_precision", value="f64")), "openvino",
                                     "build.openvino.inference_precision must be one of f32, f16, bf16, default"),
     "X10-truncated-bin-with-recomputed-hash": (_truncated_bin_rehashed, "openvino",
                                                "OpenVINO could not read"),

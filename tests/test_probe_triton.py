@@ -548,6 +548,17 @@ def test_t17_t18_sigkill_under_triton_serve_is_one_line_and_no_orphan(victim, ex
         serving.close()
 
 
+def _wait_stopped(pid: int, within: float = 10.0) -> None:
+    """Until every thread of ``pid`` is in the stopped state (``T`` in /proc/PID/task/*/stat)."""
+    deadline = time.monotonic() + within
+    while time.monotonic() < deadline:
+        states = [(t / "stat").read_text().rsplit(")", 1)[1].split()[0] for t in Path(f"/proc/{pid}/task").iterdir()]
+        if states and all(state in ("T", "t") for state in states):
+            return
+        time.sleep(0.01)
+    raise AssertionError(f"tritonserver {pid} did not stop within {within} s: {states}")
+
+
 def test_t26_a_stopped_server_ends_a_stream_within_the_timeout(portable_repo, tmp_path):
     import numpy as np
 
@@ -562,6 +573,7 @@ def test_t26_a_stopped_server_ends_a_stream_within_the_timeout(portable_repo, tm
         stream.step(frame)
         os.kill(serving.urls["pid"], signal.SIGSTOP)
         try:
+            _wait_stopped(serving.urls["pid"])  # SIGSTOP lands late on a busy machine: the step must not beat it
             t0 = time.monotonic()
             with pytest.raises(EdgevidError, match="did not answer within 2 s"):
                 stream.step(frame)

@@ -67,7 +67,7 @@ def finetune(model: nn.Module, spec: DataSpec, epochs: int, lr: float = 5e-4, se
 
 def evaluate(model: nn.Module, spec: DataSpec, split: str = "val") -> float:
     """Clip top-1 of ``model`` on ``split``."""
-    from edgevid.report.metrics import top1_accuracy
+    from edgevid.metrics import top1_accuracy
     from edgevid.train.trainer import predict
 
     logits, labels = predict(model, _loader(spec, split, train=False))

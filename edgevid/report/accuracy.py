@@ -18,8 +18,8 @@ from typing import Any
 
 import numpy as np
 
+from edgevid import metrics
 from edgevid.errors import EdgevidError
-from edgevid.report import metrics
 
 
 @dataclass

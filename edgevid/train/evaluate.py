@@ -48,13 +48,13 @@ def evaluate_checkpoint(model_name: str, data: str, checkpoint: str | None = "de
     from edgevid.data.torch_dataset import make_torch_dataset
     from edgevid.errors import EdgevidError
     from edgevid.manifest import Preprocess
-    from edgevid.models import build_model
-    from edgevid.report.metrics import (
+    from edgevid.metrics import (
         known_order_pairs,
         order_pair_accuracy,
         per_class_accuracy,
         top1_accuracy,
     )
+    from edgevid.models import build_model
     from edgevid.train.trainer import loader_workers, predict
 
     model = build_model(model_name, checkpoint=checkpoint)

@@ -313,9 +313,9 @@ def train(cfg: TrainConfig) -> list[EpochResult]:
     """Train, keeping the best checkpoint (by val top-1) at ``cfg.out``; returns the history."""
 
     from edgevid.manifest import atomic_writer
+    from edgevid.metrics import known_order_pairs, order_pair_accuracy, top1_accuracy
     from edgevid.models import build_model
     from edgevid.models.weights import save_checkpoint
-    from edgevid.report.metrics import known_order_pairs, order_pair_accuracy, top1_accuracy
 
     check_config(cfg)
     torch.manual_seed(cfg.seed)

@@ -1,4 +1,4 @@
-"""Classification metrics over logits (numpy, torch-free: the report and the runtime use them)."""
+"""Classification metrics over logits (numpy, torch-free): train, compress, eval and the report share them."""
 
 from __future__ import annotations
 
