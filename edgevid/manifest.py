@@ -534,7 +534,7 @@ def atomic_writer(path: str | os.PathLike) -> Iterator[IO[bytes]]:
     try:
         with os.fdopen(fd, "wb") as fh:
             yield fh
-        os.chmod(tmp, 0o666 & ~_umask())  # mkstemp makes 0600
+        os.chmod(tmp, file_mode())  # mkstemp makes 0600
         os.replace(tmp, path)
     except BaseException as exc:
         Path(tmp).unlink(missing_ok=True)
@@ -577,7 +577,9 @@ def check_writable(path: str | os.PathLike) -> None:
     os.unlink(tmp)
 
 
-def _umask() -> int:
+def file_mode(directory: bool = False) -> int:
+    """The mode a plain ``open`` (or ``mkdir``) gives under the current umask: for files made with
+    mkstemp/mkdtemp (0600/0700) that are meant to be ordinary outputs."""
     mask = os.umask(0)  # the only way to read it
     os.umask(mask)
-    return mask
+    return (0o777 if directory else 0o666) & ~mask

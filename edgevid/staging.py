@@ -23,7 +23,7 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 
 from edgevid.errors import EdgevidError
-from edgevid.manifest import MANIFEST_NAME, check_writable, write_error
+from edgevid.manifest import MANIFEST_NAME, check_writable, file_mode, write_error
 
 # Inside every temp dir: who made it ({"pid", "host"}), so a later run can tell a stale one.
 OWNER_FILE = ".edgevid-staging"
@@ -161,11 +161,9 @@ def _terminate_cleanly(cleanup: Callable[[], object]) -> Iterator[None]:
 def _publish_permissions(work: Path) -> None:
     # mkdtemp/mkstemp create 0700/0600 entries; an artifact is meant to be copied and served,
     # so give it the permissions a normal mkdir/open would have under the current umask.
-    umask = os.umask(0)
-    os.umask(umask)
-    work.chmod(0o777 & ~umask)
+    work.chmod(file_mode(directory=True))
     for path in work.rglob("*"):
-        path.chmod((0o777 if path.is_dir() else 0o666) & ~umask)
+        path.chmod(file_mode(directory=path.is_dir()))
 
 
 def _replace(work: Path, out: Path, force: bool, marker: str) -> None:

@@ -50,7 +50,7 @@ from pathlib import Path, PurePosixPath
 from typing import Any
 
 from edgevid.errors import EdgevidError, require
-from edgevid.manifest import Manifest, atomic_write_text
+from edgevid.manifest import Manifest, atomic_write_text, file_mode
 
 FLAVOURS = ("portable", "production")
 MARKER = "edgevid-triton.json"  # in every model folder this writer made: --force replaces only those
@@ -426,9 +426,7 @@ def _write_index(repo: Path) -> Path | None:
     try:
         with os.fdopen(fd, "w") as fh:
             fh.write(text)
-        umask = os.umask(0)
-        os.umask(umask)
-        os.chmod(tmp, 0o666 & ~umask)
+        os.chmod(tmp, file_mode())
         os.link(tmp, path)  # fails if a README appeared since: it is not ours to replace
     except FileExistsError:
         return None

@@ -84,18 +84,15 @@ def write_report(report: dict[str, Any], out: str | os.PathLike) -> list[Path]:
 
 
 def _write_temp(path: Path, text: str) -> Path:
+    from edgevid.manifest import file_mode
+
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     try:
         with os.fdopen(fd, "w", encoding="utf-8") as f:
             f.write(text)
-        os.chmod(tmp, 0o666 & ~_umask())  # mkstemp makes 0600; a report is meant to be shared
+        os.chmod(tmp, file_mode())  # mkstemp makes 0600; a report is meant to be shared
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise
     return Path(tmp)
 
-
-def _umask() -> int:
-    mask = os.umask(0)
-    os.umask(mask)
-    return mask

@@ -26,6 +26,7 @@ from pathlib import Path
 import numpy as np
 
 from edgevid.errors import EdgevidError
+from edgevid.manifest import file_mode
 from edgevid.runtime._opencv import MAX_IMAGE_PIXELS, cv2
 from edgevid.runtime.preprocess import to_bgr
 
@@ -342,9 +343,7 @@ class AnnotatedWriter:
             raise VideoSourceError(f"cannot write {self.path}: {exc.strerror}") from None
         os.close(fd)
         self._tmp = Path(tmp)
-        umask = os.umask(0)
-        os.umask(umask)
-        os.chmod(tmp, 0o666 & ~umask)  # mkstemp makes it private; the video is an ordinary file
+        os.chmod(tmp, file_mode())  # mkstemp makes it private; the video is an ordinary file
         fourcc = "MJPG" if self.path.suffix.lower() == ".avi" else "mp4v"
         with _quiet_opencv():
             self._writer = cv2.VideoWriter(tmp, cv2.VideoWriter_fourcc(*fourcc), self.fps, (w, h))
