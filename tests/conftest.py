@@ -110,3 +110,13 @@ def trt_artifact(runtime_model, tmp_path_factory):
     export_model("tsm-mobilenetv2-online", out, checkpoint=runtime_model[1], size=64, num_classes=5, width_mult=0.5,
                  mode="stream", target="tensorrt", frames=8, validate=False, progress=False)
     return out
+
+
+# --- report fixtures (tests/test_report*.py) ----------------------------------------------------
+
+
+@pytest.fixture(scope="session")
+def report_cache(tmp_path_factory):
+    """One artifact cache for the report tests of a session: their reports ask for the same
+    64 px FP32 stream export of the shipped TSM, so it is built once, not once per module."""
+    return tmp_path_factory.mktemp("report-cache")

@@ -161,10 +161,10 @@ def test_export_refuses_what_the_device_cannot_run(kw, message, tiny_checkpoint,
 
 
 def test_a_precision_outside_the_profile_is_refused():
-    from edgevid.export.api import _check_for_device
+    from edgevid.export.plan import check_for_device
 
     with pytest.raises(EdgevidError, match="jetson-nano cannot run int8: it runs fp32, fp16 .*Int8 support: 0"):
-        _check_for_device(get_profile("jetson-nano"), "tensorrt", "int8", 13)
+        check_for_device(get_profile("jetson-nano"), "tensorrt", "int8", 13)
 
 
 # --------------------------------------------------------------------------- deploy

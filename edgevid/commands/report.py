@@ -21,13 +21,14 @@ def add_parser(subparsers: Any) -> None:
         "report.json and report.html. Default: the built-in held-out videos.",
     )
     p.add_argument("--model", required=True, help="zoo name, e.g. tsm")
-    p.add_argument("--checkpoint", help="weights (default: the checkpoint shipped with the model)")
+    p.add_argument("--checkpoint", help="weights (default: the checkpoint shipped with the model; a model that ships "
+                   "none gets seeded random weights: a latency-only report, marked as such)")
     add_weights_option(p)
     p.add_argument("--backends", default="onnxruntime,openvino,tensorrt", metavar="LIST",
                    help="comma-separated: onnxruntime,openvino,tensorrt (default: all; TensorRT rows are "
                    "listed as skipped where there is no GPU)")
     p.add_argument("--precisions", default="fp32,int8", metavar="LIST", help="fp32,fp16,int8 (default fp32,int8)")
-    p.add_argument("--modes", default="stream,clip", metavar="LIST", help="stream,clip (default both)")
+    p.add_argument("--modes", metavar="LIST", help="stream,clip (default both; --quick: stream)")
     p.add_argument("--data", metavar="DIR",
                    help="labelled videos (dataset folder; its val split); default: the built-in held-out "
                    "synthetic set, generated on first use")
@@ -40,7 +41,11 @@ def add_parser(subparsers: Any) -> None:
     p.add_argument("--rounds", type=argtypes.int_range(1, 1_000_000), metavar="N", help="latency rounds (default 8, --quick 4)")
     p.add_argument("--block", type=argtypes.int_range(1, 1_000_000), metavar="N", help="timed calls per variant per round (default 20)")
     p.add_argument("--quick", action="store_true",
-                   help="stream mode, 11 videos, short latency rounds, INT8 calibrated on 8 clips")
+                   help="stream mode (unless --modes is given), 11 videos, short latency rounds, INT8 calibrated "
+                   "on 8 clips")
+    p.add_argument("--within", type=argtypes.float_range(0.0, 100.0), default=1.0, metavar="POINTS",
+                   help="the verdict recommends the fastest variant whose top-1 is within POINTS of the best "
+                   "(default: %(default)s)")
     p.add_argument("--no-efficiency", action="store_true",
                    help="leave out the frame-delta gating / salient-window rows (measured on the built-in videos "
                    "with still stretches, for the first stream variant)")
@@ -64,15 +69,19 @@ def run(args: argparse.Namespace) -> int:
     from edgevid.report.variants import BACKENDS, MODES, PRECISIONS, parse_list
 
     aliases = {"ort": "onnxruntime", "ov": "openvino", "trt": "tensorrt"}
+    model = get_config(args.model).name
+    checkpoint = checkpoint_of(args, "default", not args.quiet)
+    # A model that ships no checkpoint (the 3D zoo) still gets a latency report: seeded random weights.
+    random_weights = checkpoint == "default" and get_config(model).default_weights is None
     opts = ReportOptions(
-        model=get_config(args.model).name, checkpoint=checkpoint_of(args, "default", not args.quiet),
+        model=model, checkpoint=checkpoint, random_weights=random_weights, within_points=args.within,
         backends=parse_list(args.backends, BACKENDS, "backend", aliases),
         precisions=parse_list(args.precisions, PRECISIONS, "precision"),
-        modes=parse_list(args.modes, MODES, "mode"), data=args.data, split=args.split, videos=args.videos,
+        modes=parse_list(args.modes or "stream,clip", MODES, "mode"), data=args.data, split=args.split, videos=args.videos,
         size=args.size, calib=args.calib, calib_size=args.calib_size, threads=args.threads, quick=args.quick,
         cache=args.cache, progress=not args.quiet, efficiency=not args.no_efficiency)
     if args.quick:
-        quick_options(opts)
+        quick_options(opts, modes_given=args.modes is not None)
     opts.rounds = args.rounds or opts.rounds
     opts.block = args.block or opts.block
     check_output_dir(args.output)  # fail before minutes of work

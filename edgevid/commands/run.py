@@ -50,6 +50,10 @@ def add_parser(subparsers: Any) -> None:
                    help="onnxruntime | openvino | tensorrt (aliases ort, ov, trt); default: the manifest's target")
     p.add_argument("--dla-core", type=int, metavar="N",
                    help="tensorrt: build the engine for DLA core N (Jetson Xavier / Orin NX / AGX Orin), GPU fallback")
+    p.add_argument("--precision-hint", choices=("f32", "bf16", "default"),
+                   help="openvino: INFERENCE_PRECISION_HINT to compile with (default: what the export validated, "
+                   "f32 for fp32 artifacts; 'default' lets the CPU plugin choose, bf16 where the CPU has it: the "
+                   "report's 'OpenVINO ... FP32 (runs bf16)' rows)")
     p.add_argument("--every", type=positive, metavar="N",
                    help="stream mode: run the model on every N-th frame (default: the frame stride the model "
                    "was trained with, from the manifest); clip mode: predict every N-th sampled frame (default 1)")
@@ -193,8 +197,10 @@ def _run_salient(runner: Any, args: argparse.Namespace) -> int:
         print(json.dumps({"result": result.to_dict()}), flush=True)
     else:
         span = runner.manifest.sampling.frames
-        print(f"result: {result.label} {float(result.scores.max()):.3f} (windows {result.windows} of "
-              f"{result.windows_total}, {span} sampled frames each; {result.network_calls} network calls)", flush=True)
+        starts = ", ".join(str(w) for w in result.windows)
+        print(f"result: {result.label} {float(result.scores.max()):.3f} ({len(result.windows)} of "
+              f"{result.windows_total} windows of {span} sampled frames, starting at sampled "
+              f"frame{'s' if len(result.windows) > 1 else ''} {starts}; {result.network_calls} network calls)", flush=True)
         print(f"{result.sampled_frames} sampled frames scored for motion, {len(result.windows)} windows run in "
               f"{result.seconds:.2f} s", file=sys.stderr)
     return 0
@@ -207,8 +213,9 @@ def _runner(args: argparse.Namespace) -> Any:
     from edgevid.report.bench import resolve_artifact, runner_options
 
     if args.triton:
-        if args.artifact or args.backend or args.dla_core is not None:
-            raise EdgevidError("--triton runs the server's model: give --model NAME, not an artifact or --backend")
+        if args.artifact or args.backend or args.dla_core is not None or args.precision_hint:
+            raise EdgevidError("--triton runs the server's model: give --model NAME, not an artifact, --backend "
+                               "or --precision-hint")
         if not args.model:
             raise EdgevidError("--triton needs --model NAME (the model's name in the server's repository)")
         from edgevid.runtime.remote import connect
@@ -220,7 +227,7 @@ def _runner(args: argparse.Namespace) -> Any:
         raise EdgevidError("give the artifact directory (or --triton URL --model NAME)")
     artifact = resolve_artifact(args.artifact)
     backend = runtime.canonical_name(args.backend or runtime.open_artifact(artifact).manifest.target)
-    return runtime.load(artifact, backend, **runner_options(backend, None, None, args.dla_core))
+    return runtime.load(artifact, backend, **runner_options(backend, None, args.precision_hint, args.dla_core))
 
 
 def run(args: argparse.Namespace) -> int:
@@ -249,6 +256,9 @@ def run(args: argparse.Namespace) -> int:
         source = runtime.open_source(args.camera if args.camera is not None else args.video)
         writer = AnnotatedWriter(args.out, source.fps, force=args.force) if args.out else None
         what = f"{runner.name}, {runner.manifest.mode} mode, {source.name}"
+        from edgevid.report.noise import NoiseMonitor
+
+        noise = NoiseMonitor().start()  # the latency summary says when the machine was too busy to trust
         start = time.perf_counter()
         try:
             frames_iter = iter(source)
@@ -291,6 +301,9 @@ def run(args: argparse.Namespace) -> int:
             writer.close()  # checks the file and moves it into place, or raises
         printer.result(session.last, frames, predictions, warmup, skipped, gate)
         print(_summary(frames, predictions, time.perf_counter() - start, stages, what, skipped), file=sys.stderr)
+        seen = noise.summary()
+        if seen["noisy"]:
+            print(f"note: these latencies are not reliable: {seen['summary']}; {seen['advice']}", file=sys.stderr)
     if args.out:
         print(f"annotated video: {args.out}", file=sys.stderr)
     return 130 if interrupted else 0

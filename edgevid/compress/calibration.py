@@ -28,18 +28,12 @@ from typing import Any
 
 import numpy as np
 
-from edgevid.cache import cache_dir, ensure_dir
 from edgevid.errors import EdgevidError
 from edgevid.manifest import Preprocess, StatePair
 
 DEFAULT_CALIB_CLIPS = 24  # 8 frames each: 192 stream samples, NNCF's default subset is 300
 DEFAULT_VAL_CLIPS = 66
 STATE_MODES = ("recorded", "zeros")
-# The default calibration set: its own seed, so it shares no video with a model trained on
-# `edgevid data synth` (seed 0) data. 24 videos per class with a quarter held out: 198 train
-# videos to calibrate on, 66 val videos (6 per class) for INT8-vs-FP32 and `edgevid report`.
-_SYNTH_SEED = 1
-_SYNTH_VIDEOS_PER_CLASS = 24
 
 
 class CalibrationError(EdgevidError):
@@ -85,19 +79,13 @@ class CalibrationSet:
 
 
 def default_calibration_data(progress: bool = False) -> Path:
-    """The built-in synthetic set in the cache, generated on first use (a few seconds)."""
-    from edgevid.data.synth import GENERATOR_VERSION, generate_dataset
+    """The built-in synthetic set in the cache (``edgevid.data.builtin``), generated on first use."""
+    from edgevid.data.builtin import held_out_set
 
-    root = cache_dir() / f"calib-synth-v{GENERATOR_VERSION}-seed{_SYNTH_SEED}-n{_SYNTH_VIDEOS_PER_CLASS}"
-    if not (root / "val.txt").is_file():
-        ensure_dir(cache_dir(), "the edgevid cache")
-        try:
-            generate_dataset(root, seed=_SYNTH_SEED, videos_per_class=_SYNTH_VIDEOS_PER_CLASS,
-                             val_fraction=0.25, force=True, progress=progress)
-        except OSError as exc:
-            raise CalibrationError(f"cannot write the default calibration set to {root}: {exc}; "
-                                   "set EDGEVID_CACHE to a writable folder or pass --calib DIR") from exc
-    return root
+    try:
+        return held_out_set(progress)
+    except EdgevidError as exc:
+        raise CalibrationError(f"{exc} or pass --calib DIR") from exc
 
 
 def load_clips(data: str | os.PathLike | None, split: str, preprocess: Preprocess, frames: int,

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import math
 import os
 import warnings
@@ -57,8 +58,15 @@ def _checkpoint_arch(meta: dict[str, Any], source: str) -> dict[str, Any]:
 DEFAULT_CHECKPOINT = "default"
 
 
+def init_seed(name: str) -> int:
+    """The seed of an entry's random initialization: from its name, so the same command builds
+    the same network (two exports without a checkpoint, a clip and a stream export, the variants
+    of one report)."""
+    return int.from_bytes(hashlib.sha256(name.encode()).digest()[:4], "little")
+
+
 def build_model(name: str | ModelConfig, checkpoint: str | os.PathLike | None = None,
-                num_classes: int | None = None, **overrides: Any):
+                num_classes: int | None = None, *, global_rng: bool = False, **overrides: Any):
     """Build a zoo model, optionally loading weights.
 
     ``checkpoint``: ``None`` (random init), ``"default"`` (the shipped checkpoint of the
@@ -70,7 +78,10 @@ def build_model(name: str | ModelConfig, checkpoint: str | os.PathLike | None = 
     fields stored in our own checkpoints (width, classes, frames, size) and the checkpoint's
     classifier size take precedence over the zoo defaults. The returned model carries
     ``.config`` (the effective ``ModelConfig``), ``.labels`` and ``.weights_info`` (the
-    provenance of public weights for the manifest, else None).
+    provenance of public weights for the manifest, else None). Random initialization is seeded by
+    ``init_seed`` of the entry's name, leaving torch's global generator as it was; ``global_rng``
+    draws from the global generator instead (train: its ``--seed`` seeded it, and its runs stay
+    as they were).
     """
     from edgevid.errors import EdgevidError
     from edgevid.models import hub, weights
@@ -116,7 +127,14 @@ def build_model(name: str | ModelConfig, checkpoint: str | os.PathLike | None = 
         config = replace(config, num_classes=public.num_classes)  # e.g. 174 for an entry's sthv2 weights
     if num_classes is not None:
         config = replace(config, num_classes=num_classes)
-    model = resolve_builder(config)(config)
+    if global_rng:
+        model = resolve_builder(config)(config)
+    else:
+        import torch
+
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(init_seed(config.name))
+            model = resolve_builder(config)(config)
     if state is not None and meta.get("pruned_channels"):  # `edgevid compress --prune-channels` widths
         from edgevid.models.pruned import shrink_to_state_dict
 

@@ -51,9 +51,9 @@ def default_data(progress: bool = False) -> Path:
     It is the default INT8 calibration set too; calibration reads its ``train`` split and the
     report its ``val`` split, so no reported video was calibrated on.
     """
-    from edgevid.compress.calibration import default_calibration_data
+    from edgevid.data.builtin import held_out_set
 
-    return default_calibration_data(progress=progress)
+    return held_out_set(progress)
 
 
 def load_held_out(data: str | os.PathLike, labels: Sequence[str], *, split: str = "val",
@@ -125,8 +125,14 @@ def _smoothed(logits: np.ndarray, smooth: int) -> np.ndarray:
     return (e / e.sum(axis=1, keepdims=True)).mean(axis=0).astype(np.float32)
 
 
-def torch_reference(model: Any, streaming: Any, manifest: Any, held_out: HeldOut) -> Outputs:
-    """The torch FP32 model on the same frames, sampled and smoothed as the session does."""
+def torch_reference(model: Any, streaming: Any, manifest: Any, held_out: HeldOut, *, progress: bool = False,
+                    desc: str = "torch reference") -> Outputs:
+    """The torch FP32 model on the same frames, sampled and smoothed as the session does (a
+    minute or more on a small CPU: a progress bar per video)."""
+    import sys
+
+    from tqdm import tqdm
+
     from edgevid.export.validate import reference_clip, reference_stream
     from edgevid.runtime.crosscheck import float_states, state_encodings
     from edgevid.runtime.preprocess import preprocess_frame
@@ -135,7 +141,7 @@ def torch_reference(model: Any, streaming: Any, manifest: Any, held_out: HeldOut
     stride, t = manifest.sampling.stride, manifest.sampling.frames
     k = len(manifest.labels)
     scores, steps, missing = [], [], 0
-    for video in held_out.frames:
+    for video in tqdm(held_out.frames, desc=desc, unit="video", file=sys.stderr, disable=not progress, leave=False):
         sampled = np.stack([preprocess_frame(f, spec) for f in video[::stride]])
         if manifest.mode == "stream":
             out = reference_stream(streaming, float_states(manifest.states, state_encodings(manifest)), sampled[None])

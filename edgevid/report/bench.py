@@ -1,6 +1,6 @@
 """Latency of one artifact on one backend, the way the runtime calls it (benchmark_app / trtexec style).
 
-The timed call is one model call as a session makes it:
+The timed call (``edgevid.report.call``) is one model call as a session makes it:
 
 - stream mode: one ``BackendStream.step`` (one sampled frame in, logits out; the states stay
   in the backend). Timing the backend stream directly, not ``StreamSession.push_input``,
@@ -25,6 +25,9 @@ import numpy as np
 
 from edgevid.commands import argtypes
 from edgevid.errors import EdgevidError
+from edgevid.report import layers as layer_profiles  # `layers` is bench_artifact's flag
+from edgevid.report.call import call_unit, make_call
+from edgevid.report.call import example_frame as example_frame  # re-exported for report.latency
 
 BENCH_SCHEMA_VERSION = 1
 PRECISION_HINTS = ("f32", "bf16", "default")
@@ -32,35 +35,6 @@ PERCENTILES = (50, 90, 99)
 # The timed loop's bounds: a typo must not run for ever or grow the list of timings without end.
 MAX_CALLS = 10_000_000  # warm-up or timed calls (80 MB of timings)
 MAX_SECONDS = argtypes.MAX_SECONDS  # a week, as `--seconds` parses it
-
-
-def example_frame(manifest: Any, seed: int = 0) -> np.ndarray:
-    """One preprocessed frame (the graph's layout and dtype) from a deterministic 320x240 BGR image."""
-    from edgevid.runtime.preprocess import preprocess_frame
-
-    rng = np.random.default_rng(seed)
-    bgr = rng.integers(0, 256, (240, 320, 3), dtype=np.uint8)
-    return preprocess_frame(bgr, manifest.preprocess)
-
-
-def make_call(runner: Any) -> tuple[Callable[[], object], Callable[[], None]]:
-    """(the timed call, its cleanup) for a loaded runner: a stream step or a clip inference."""
-    manifest = runner.manifest
-    x = example_frame(manifest)
-    if manifest.mode == "stream":
-        stream = runner.open_stream()  # OpenVINO compiles the batch-1 stateful model here
-        frame = np.ascontiguousarray(x[None])
-        return (lambda: stream.step(frame)), stream.close
-    clip = np.ascontiguousarray(np.repeat(x[None, None], manifest.sampling.frames, axis=1))
-    feeds = {runner.frame_input.name: clip}
-    return (lambda: runner.infer(feeds)), (lambda: None)
-
-
-def call_unit(manifest: Any) -> str:
-    """What one timed call is, in words."""
-    if manifest.mode == "stream":
-        return "stream step (1 frame)"
-    return f"clip inference ({manifest.sampling.frames} frames)"
 
 
 def time_calls(fn: Callable[[], object], *, warmup: int, iterations: int | None = None,
@@ -130,9 +104,30 @@ def current_rss_mb() -> float:
         return peak_rss_mb()
 
 
+def model_file(runner: Any) -> str | None:
+    """The model file this loaded runner read, relative to its artifact (absolute when outside it).
+
+    From what the runner recorded, not from the artifact's target: an FP32 export for OpenVINO
+    also holds the ``model.onnx`` that ONNX Runtime loads, and a TensorRT engine may come from
+    the engine cache instead of the artifact. None for a backend that reads no local file.
+    """
+    if runner.name == "onnxruntime":  # the file its verified_file("onnx") loaded
+        path = runner.artifact.path_of("onnx")
+    elif runner.name == "openvino":  # the IR, or the ONNX when the artifact has no IR or source="onnx"
+        path = Path(runner.model_path)
+    elif runner.name == "tensorrt":  # shipped or cached engine; None: built from the ONNX, cache not writable
+        path = Path(runner.engine_path) if runner.engine_path else runner.artifact.path_of("onnx")
+    else:
+        return None
+    root = Path(runner.artifact.directory)
+    return str(path.relative_to(root)) if path.is_relative_to(root) else str(path)
+
+
 def what_ran(runner: Any) -> dict[str, Any]:
-    """What the backend really runs: providers and threads, OpenVINO's compiled precision."""
-    info: dict[str, Any] = {"backend": runner.name, "requested_threads": runner.options.get("threads")}
+    """What the backend really runs: the model file it loaded, providers and threads, OpenVINO's
+    compiled precision, TensorRT's engine."""
+    info: dict[str, Any] = {"backend": runner.name, "requested_threads": runner.options.get("threads"),
+                            "model_file": model_file(runner)}
     if runner.name == "onnxruntime":
         info["providers"] = list(runner.session.get_providers())
         threads = runner.session.get_session_options().intra_op_num_threads
@@ -231,9 +226,7 @@ def bench_artifact(artifact: str | os.PathLike, backend: str | None = None, *, t
     name = runtime.canonical_name(backend or manifest.target)
     opts = runner_options(name, threads, precision_hint, dla_core)
     if layers:  # refused before the timed run, not after it
-        from edgevid.report.layers import check_backend
-
-        check_backend(name)
+        layer_profiles.check_backend(name)
     rss_before = current_rss_mb()
     t0 = time.perf_counter()
     runner = runtime.load(artifact, name, **opts)
@@ -243,7 +236,11 @@ def bench_artifact(artifact: str | os.PathLike, backend: str | None = None, *, t
         t1 = time.perf_counter()
         call()
         first_ms = (time.perf_counter() - t1) * 1e3
+        from edgevid.report.noise import NoiseMonitor
+
+        monitor = NoiseMonitor().start()  # was the machine quiet enough for these figures?
         times = time_calls(call, warmup=warmup, iterations=iterations, seconds=seconds, progress=progress)
+        noise = monitor.summary({"call": [float(t) for t in times]}, max(1, int(times.size) // 8))
         summary = summarize(times)
         result = {
             "schema": "edgevid.bench",
@@ -267,14 +264,13 @@ def bench_artifact(artifact: str | os.PathLike, backend: str | None = None, *, t
             "memory_mb": {"rss_increase": round(current_rss_mb() - rss_before, 1), "peak_rss": peak_rss_mb()},
             "what_ran": what_ran(runner),
             "machine": describe_machine(),
+            "noise": noise,
         }
         cleanup()
     finally:
         runner.close()
     if layers:
-        from edgevid.report.layers import layer_profile
-
-        result["layers"] = layer_profile(artifact, name, opts)
+        result["layers"] = layer_profiles.layer_profile(artifact, name, opts)
     return result
 
 
@@ -296,8 +292,11 @@ def format_bench(result: dict[str, Any]) -> str:
         f"{result['throughput']['video_fps']:.1f} fps video at stride {result['sampling']['stride']})",
         f"model files {result['file_mb']:.2f} MiB, peak RSS {result['memory_mb']['peak_rss']:.0f} MiB",
     ]
+    noise = result.get("noise") or {}
+    if noise.get("noisy") or (noise.get("block_spread") or {}).get("call", 1.0) > 1.5:
+        why = noise["summary"] if noise.get("noisy") else \
+            f"the median of the same calls varied {noise['block_spread']['call']:.1f}x over the run"
+        lines.append(f"note: these latencies are not reliable: {why}; {noise['advice']}")
     if result.get("layers"):
-        from edgevid.report.layers import format_layers
-
-        lines += format_layers(result["layers"])
+        lines += layer_profiles.format_layers(result["layers"])
     return "\n".join(lines)

@@ -48,11 +48,17 @@ class ReportOptions:
     cache: str | None = None
     progress: bool = True
     efficiency: bool = True  # gating / salient-window rows for the first stream variant
+    within_points: float = 1.0  # the verdict: the fastest variant within this many top-1 points of the best
+    random_weights: bool = False  # a model that ships no checkpoint: seeded random weights, latency only
 
 
-def quick_options(opts: ReportOptions) -> ReportOptions:
-    """``--quick``: stream mode, FP32 + INT8, 11 videos, short latency rounds, small calibration."""
-    opts.modes = ["stream"]
+def quick_options(opts: ReportOptions, modes_given: bool = False) -> ReportOptions:
+    """``--quick``: stream mode (unless ``--modes`` was given), 11 videos, short latency rounds, small calibration."""
+    if not modes_given:
+        # A clip-only model (no stream form) keeps its clip rows rather than planning nothing.
+        from edgevid.models import get_config
+
+        opts.modes = ["stream"] if get_config(opts.model).can_stream else ["clip"]
     opts.videos = opts.videos or 11
     opts.rounds, opts.block = 4, 15
     opts.calib_size = opts.calib_size or 8
@@ -70,20 +76,39 @@ def _no_stream_reason(model: str) -> str:
     return f"{model} has no streaming form (a clip model)"
 
 
-def plan(opts: ReportOptions, gpu: dict[str, Any], can_stream: bool = True) -> tuple[list[Variant], list[dict[str, Any]]]:
-    """The variants to measure and the ones skipped (with the reason)."""
+def plan(opts: ReportOptions, gpu: dict[str, Any], can_stream: bool = True,
+         openvino_default: str | None = None) -> tuple[list[Variant], list[dict[str, Any]]]:
+    """The variants to measure and the ones skipped (with the reason).
+
+    OpenVINO FP32 runs at the CPU plugin's default inference precision (``openvino_default``:
+    bf16 on CPUs with AVX512-BF16 or AMX), which is what an OpenVINO user gets; where that is
+    not f32, strict f32 is a row of its own, so a ratio against FP32 is against the baseline
+    people actually run and the strict figure is still there.
+    """
     variants, skipped = [], []
     for mode in opts.modes:
         for precision in opts.precisions:
             for backend in opts.backends:
-                v = Variant(backend, mode, precision)
-                if mode == "stream" and not can_stream:
-                    skipped.append({"variant": v.name, "label": v.label, "reason": _no_stream_reason(opts.model)})
-                elif backend == "tensorrt" and not gpu.get("available"):
-                    skipped.append({"variant": v.name, "label": v.label, "reason": gpu.get("reason", "no GPU")})
-                else:
-                    variants.append(v)
+                vs = [Variant(backend, mode, precision)]
+                if backend == "openvino" and precision == "fp32" and openvino_default not in (None, "f32"):
+                    vs = [Variant(backend, mode, precision, runs=openvino_default),
+                          Variant(backend, mode, precision, hint="f32")]
+                for v in vs:
+                    if mode == "stream" and not can_stream:
+                        skipped.append({"variant": v.name, "label": v.label, "reason": _no_stream_reason(opts.model)})
+                    elif backend == "tensorrt" and not gpu.get("available"):
+                        skipped.append({"variant": v.name, "label": v.label, "reason": gpu.get("reason", "no GPU")})
+                    else:
+                        variants.append(v)
     return variants, skipped
+
+
+def skipped_reasons(skipped: list[dict[str, Any]]) -> str:
+    """Every distinct reason once, with the variants it applies to (a reason repeated six times is noise)."""
+    by_reason: dict[str, list[str]] = {}
+    for s in skipped:
+        by_reason.setdefault(s["reason"], []).append(s["variant"])
+    return "; ".join(f"{', '.join(names)}: {reason}" for reason, names in by_reason.items())
 
 
 class _Log:
@@ -117,6 +142,8 @@ class ReportBuilder:
         self.samples: dict[str, list[float]] = {}
         self.data: dict[str, Any] = {}
         self.efficiency: list[dict[str, Any]] = []
+        self.noise: Any = None  # NoiseMonitor, from the start of the latency phase
+        self.noise_summary: dict[str, Any] | None = None  # what it saw, at the end of that phase
         self.complete = False
         self.log = _Log(opts.progress)
 
@@ -130,14 +157,20 @@ class ReportBuilder:
         from edgevid.report.bench import call_unit
 
         opts = self.opts
-        self.variants, self.skipped = plan(opts, self.machine["gpu"], get_config(opts.model).can_stream)
+        self.variants, self.skipped = plan(opts, self.machine["gpu"], get_config(opts.model).can_stream,
+                                           self.machine.get("openvino_default_precision"))
         if not self.variants:
-            raise EdgevidError("nothing to measure: every requested variant is skipped ("
-                               + "; ".join(f"{s['variant']}: {s['reason']}" for s in self.skipped) + ")")
+            raise EdgevidError(f"nothing to measure: every requested variant is skipped ({skipped_reasons(self.skipped)})")
+        cache = Path(opts.cache) if opts.cache else var.default_cache()
+        if opts.random_weights:
+            opts.checkpoint = str(var.random_checkpoint(opts.model, cache))
+            if opts.progress:
+                print(f"warning: {opts.model} ships no checkpoint: reporting seeded random weights "
+                      f"({opts.checkpoint}); accuracy will be chance, latency is real (pass --checkpoint or --weights "
+                      "for accuracy)", file=sys.stderr)
         ckpt_hash = var.checkpoint_sha256(opts.model, opts.checkpoint)
         if opts.data is not None and not Path(opts.data).exists():
             raise EdgevidError(f"data {opts.data} does not exist")
-        cache = Path(opts.cache) if opts.cache else var.default_cache()
 
         self.phase = "building artifacts"
         artifacts: dict[str, tuple[Path, bool, float]] = {}
@@ -178,7 +211,8 @@ class ReportBuilder:
             if v0 is None:
                 continue
             manifests[mode] = runtime.open_artifact(artifacts[v0.name][0]).manifest
-            references[mode] = acc.torch_reference(model, streaming, manifests[mode], held_out)
+            references[mode] = acc.torch_reference(model, streaming, manifests[mode], held_out,
+                                                   progress=opts.progress, desc=f"torch reference ({mode})")
             name = f"torch/{mode}/fp32"
             self.rows[name] = {
                 "variant": name, "label": f"torch eager {mode} FP32 (reference)", "backend": "torch", "mode": mode,
@@ -200,15 +234,23 @@ class ReportBuilder:
                 runners.append(runner)
                 calls[v.name] = call
                 a = row["accuracy"]
-                self.log(f"{v.label}: top-1 {a['top1']:.3f}, agreement with torch {row['agreement']['video_top1']:.3f}")
+                g = row["agreement"]
+                same = "-" if g["prediction_top1"] is None else f"{100 * g['prediction_top1']:.1f}%"
+                self.log(f"{v.label}: top-1 {100 * a['top1']:.1f}%; same top-1 as torch on {same} of "
+                         f"{g['predictions']} predictions, {100 * g['video_top1']:.1f}% of {a['videos']} videos' "
+                         "final labels")
 
             self.phase = "measuring latency"
             for mode in manifests:
                 calls[f"torch/{mode}/fp32"] = _torch_call(model, streaming, manifests[mode], opts.threads)
             from edgevid.report.latency import interleaved
+            from edgevid.report.noise import NoiseMonitor
 
             self.log(f"measuring latency: {len(calls)} variants, {opts.rounds} rounds of {opts.block} calls (ABBA)")
-            interleaved(calls, rounds=opts.rounds, block=opts.block, samples=self.samples, progress=opts.progress)
+            self.noise = NoiseMonitor().start()
+            interleaved(calls, rounds=opts.rounds, block=opts.block, samples=self.samples, progress=opts.progress,
+                        between_rounds=self.noise.probe)
+            self.noise_summary = self.noise.summary(self.samples, opts.block)
 
             stream = next(((v, r) for v, r in zip(self.variants, runners) if v.mode == "stream"), None)
             if stream is not None and opts.efficiency:
@@ -248,7 +290,8 @@ class ReportBuilder:
 
         rss = current_rss_mb()
         t0 = time.perf_counter()
-        runner = runtime.load(path, v.backend, **runner_options(v.backend, self.opts.threads, None))
+        hint = (v.hint or "default") if (v.backend, v.precision) == ("openvino", "fp32") else None
+        runner = runtime.load(path, v.backend, **runner_options(v.backend, self.opts.threads, hint))
         call, _ = make_call(runner)  # OpenVINO compiles the stream model here
         load_ms = (time.perf_counter() - t0) * 1e3
         t1 = time.perf_counter()
@@ -257,7 +300,7 @@ class ReportBuilder:
         outputs = acc.run_variant(runner, held_out)
         row = {
             "variant": v.name, "label": v.label, "backend": v.backend, "mode": v.mode, "precision": v.precision,
-            "reference": False, "unit": call_unit(runner.manifest),
+            "strict": v.hint is not None, "reference": False, "unit": call_unit(runner.manifest),
             "accuracy": acc.accuracy(outputs, held_out),
             "agreement": acc.agreement(outputs, reference),
             "load_ms": round(load_ms, 2),
@@ -275,6 +318,7 @@ class ReportBuilder:
         from edgevid.report.bench import peak_rss_mb, summarize
         from edgevid.report.findings import findings
         from edgevid.report.latency import distribution
+        from edgevid.report.verdict import notes, verdict
 
         rows = []
         for name, row in self.rows.items():
@@ -287,6 +331,12 @@ class ReportBuilder:
             else:
                 row["latency_ms"] = row["latency_distribution"] = row["throughput_per_s"] = None
             rows.append(row)
+        noise = self.noise_summary or (self.noise.summary(self.samples, self.opts.block) if self.noise else None)
+        for row in rows:
+            if row["latency_ms"] is not None and noise is not None:
+                spread = noise["block_spread"].get(row["variant"])
+                row["latency_noisy"] = self.noise.row_noisy(noise, row["variant"])
+                row["latency_ms"]["block_spread"] = spread
         _add_ratios(rows)
         report = {
             "schema": "edgevid.report",
@@ -297,18 +347,23 @@ class ReportBuilder:
             "seconds": round(time.time() - self.started, 1),
             "model": self.opts.model,
             "checkpoint": self.opts.checkpoint,
+            "random_weights": self.opts.random_weights,
             "options": {"backends": self.opts.backends, "precisions": self.opts.precisions,
                         "modes": self.opts.modes, "quick": self.opts.quick, "threads": self.opts.threads,
                         "latency_rounds": self.opts.rounds, "latency_block": self.opts.block,
-                        "videos": self.opts.videos, "size": self.opts.size},
+                        "videos": self.opts.videos, "size": self.opts.size,
+                        "within_points": self.opts.within_points},
             "machine": self.machine,
             "data": self.data,
             "rows": rows,
             "efficiency": self.efficiency,
             "skipped": self.skipped,
             "peak_rss_mb": peak_rss_mb(),
+            "noise": noise,
         }
         report["findings"] = findings(report)
+        report["verdict"] = verdict(report)
+        report["notes"] = notes(report)
         return report
 
 
@@ -321,8 +376,9 @@ def _torch_call(model: Any, streaming: Any, manifest: Any, threads: int | None) 
 def _add_ratios(rows: list[dict[str, Any]]) -> None:
     """Median-latency ratios: over torch eager, over FP32 on the same backend, clip re-run over stream step."""
     def p50(backend: str, mode: str, precision: str) -> float | None:
-        for r in rows:
-            if (r["backend"], r["mode"], r["precision"]) == (backend, mode, precision) and r["latency_ms"]:
+        for r in rows:  # the default-precision row, never OpenVINO's strict-f32 one
+            if (r["backend"], r["mode"], r["precision"]) == (backend, mode, precision) and r["latency_ms"] \
+                    and not r.get("strict"):
                 return r["latency_ms"]["p50"]
         return None
 
@@ -330,7 +386,8 @@ def _add_ratios(rows: list[dict[str, Any]]) -> None:
         mine = r["latency_ms"]["p50"] if r["latency_ms"] else None
         ratios = {
             "speedup_vs_torch": None if r["backend"] == "torch" else _ratio(p50("torch", r["mode"], "fp32"), mine),
-            "speedup_vs_fp32": None if r["precision"] == "fp32" else _ratio(p50(r["backend"], r["mode"], "fp32"), mine),
+            "speedup_vs_fp32": None if r["precision"] == "fp32" and not r.get("strict") else
+            _ratio(p50(r["backend"], r["mode"], "fp32"), mine),
             "clip_rerun_over_stream_step": None if r["mode"] != "stream" else
             _ratio(p50(r["backend"], "clip", r["precision"]), mine),
         }

@@ -10,25 +10,14 @@ and the final-label top-1.
 
 from __future__ import annotations
 
+import sys
 import time
 from pathlib import Path
 from typing import Any
 
-STILL, NOISE, SEED, PER_CLASS = (48, 4), 2.0, 2, 6
+from tqdm import tqdm
+
 SALIENT_K = 2
-
-
-def builtin_still_data(progress: bool = False) -> Path:
-    """The built-in set with still stretches, in the cache (generated once, a few seconds)."""
-    from edgevid.cache import cache_dir, ensure_dir
-    from edgevid.data.synth import GENERATOR_VERSION, generate_dataset
-
-    root = cache_dir() / f"still-synth-v{GENERATOR_VERSION}-seed{SEED}-n{PER_CLASS}-{STILL[0]}x{STILL[1]}"
-    if not (root / "val.txt").is_file():
-        ensure_dir(cache_dir(), "the edgevid cache")
-        generate_dataset(root, seed=SEED, videos_per_class=PER_CLASS, frames=16, size=112, val_fraction=0.5,
-                         still=STILL, noise=NOISE, force=True, progress=progress)
-    return root
 
 
 def videos_of(root: Path, labels: list[str], limit: int | None) -> list[tuple[Path, str]]:
@@ -40,7 +29,7 @@ def videos_of(root: Path, labels: list[str], limit: int | None) -> list[tuple[Pa
     return out[:limit] if limit else out
 
 
-def _stream_pass(runner: Any, videos: list[tuple[Path, str]], gate_policy: str | None) -> dict[str, Any]:
+def _stream_pass(runner: Any, videos: list[tuple[Path, str]], gate_policy: str | None, bar: Any) -> dict[str, Any]:
     from edgevid import runtime
     from edgevid.runtime.gating import DeltaGate
 
@@ -56,10 +45,11 @@ def _stream_pass(runner: Any, videos: list[tuple[Path, str]], gate_policy: str |
         session.close()
         run += gate.steps_run if gate else steps
         due += gate.steps_due if gate else steps
+        bar.update(1)
     return {"top1": hits / len(videos), "network_calls": run, "calls_due": due, "seconds": time.perf_counter() - t0}
 
 
-def _salient_pass(runner: Any, videos: list[tuple[Path, str]], k: int | None) -> dict[str, Any]:
+def _salient_pass(runner: Any, videos: list[tuple[Path, str]], k: int | None, bar: Any) -> dict[str, Any]:
     from edgevid.runtime.salient import run_salient
 
     hits = calls = 0
@@ -68,20 +58,26 @@ def _salient_pass(runner: Any, videos: list[tuple[Path, str]], k: int | None) ->
         result = run_salient(runner, path, k)
         hits += result.label == label
         calls += result.network_calls
+        bar.update(1)
     return {"top1": hits / len(videos), "network_calls": calls, "seconds": time.perf_counter() - t0}
 
 
 def measure(runner: Any, variant: str, limit: int | None = None, progress: bool = False) -> list[dict[str, Any]]:
     """The efficiency rows of one stream variant (see the module docstring)."""
-    root = builtin_still_data(progress)
+    from edgevid.data.builtin import still_set
+
+    root = still_set(progress)
     videos = videos_of(root, list(runner.manifest.labels), limit)
-    every = _stream_pass(runner, videos, None)
-    rows = [{"method": "every step", **every}]
-    for policy in ("defer", "repeat"):
-        rows.append({"method": f"delta gate ({policy})", **_stream_pass(runner, videos, policy)})
-    windows = _salient_pass(runner, videos, None)
-    rows.append({"method": "every window", **windows})
-    rows.append({"method": f"salient windows (K={SALIENT_K})", **_salient_pass(runner, videos, SALIENT_K)})
+    # Five passes over every video: 20-30 s on a small CPU, so a bar over all of them.
+    with tqdm(total=5 * len(videos), desc="gating and salient windows", unit="video", file=sys.stderr,
+              disable=not progress, leave=False) as bar:
+        every = _stream_pass(runner, videos, None, bar)
+        rows = [{"method": "every step", **every}]
+        for policy in ("defer", "repeat"):
+            rows.append({"method": f"delta gate ({policy})", **_stream_pass(runner, videos, policy, bar)})
+        windows = _salient_pass(runner, videos, None, bar)
+        rows.append({"method": "every window", **windows})
+        rows.append({"method": f"salient windows (K={SALIENT_K})", **_salient_pass(runner, videos, SALIENT_K, bar)})
     base = {"every step": every, "every window": windows}
     for row in rows:
         ref = base["every window"] if "window" in row["method"] else base["every step"]

@@ -53,12 +53,13 @@ def torch_call(model: Any, streaming: Any, manifest: Any, threads: int | None = 
 
 def interleaved(calls: dict[str, Callable[[], object]], *, rounds: int, block: int, warmup: int = 3,
                 samples: dict[str, list[float]] | None = None, progress: bool = False,
-                deadline: float | None = None) -> dict[str, list[float]]:
+                deadline: float | None = None,
+                between_rounds: Callable[[], object] | None = None) -> dict[str, list[float]]:
     """Per-call milliseconds of every call, timed in blocks rotated ABBA for ``rounds`` rounds.
 
     ``samples`` (if given) is filled in place, so a caller that catches KeyboardInterrupt
     keeps every block finished so far. ``deadline`` (perf_counter time) ends early after a
-    complete round.
+    complete round. ``between_rounds`` runs after every round, untimed (the noise probe).
     """
     from tqdm import tqdm
 
@@ -82,6 +83,8 @@ def interleaved(calls: dict[str, Callable[[], object]], *, rounds: int, block: i
                 # calls, so no variant gets a partial, drift-biased extra block.
                 samples[key].extend(times)
                 bar.update(1)
+            if between_rounds is not None:
+                between_rounds()
             if deadline is not None and time.perf_counter() > deadline and r % 2 == 1:
                 break
     return samples

@@ -17,6 +17,8 @@ from collections import defaultdict
 from pathlib import Path
 from typing import Any
 
+from edgevid.report.call import make_call
+
 DEFAULT_CALLS = 50
 PROFILED_BACKENDS = ("onnxruntime", "openvino")
 
@@ -85,7 +87,6 @@ def layer_profile(artifact: str | os.PathLike, backend: str, options: dict[str, 
     Returns ``{"calls": N, "layers": [{"layer", "us_per_call", "share"}, ...]}``, slowest first.
     """
     from edgevid import runtime
-    from edgevid.report.bench import make_call
 
     check_backend(backend)
     per: dict[str, float] = defaultdict(float)

@@ -84,6 +84,19 @@ def gpu_info() -> dict[str, Any]:
     return info
 
 
+def openvino_default_precision(device: str = "CPU") -> str | None:
+    """The inference precision OpenVINO's plugin picks when told nothing (bf16 on CPUs with
+    AVX512-BF16 or AMX, f32 elsewhere); None without OpenVINO."""
+    try:
+        import openvino as ov
+
+        value = ov.Core().get_property(device, "INFERENCE_PRECISION_HINT")
+    except Exception:  # noqa: BLE001 - not installed, or a plugin without the property
+        return None
+    name = getattr(value, "get_type_name", None)
+    return name() if name else str(value)
+
+
 def describe_machine() -> dict[str, Any]:
     """JSON-ready description of this machine (see the report schema's ``machine``)."""
     model, flags = _cpuinfo()
@@ -109,5 +122,6 @@ def describe_machine() -> dict[str, Any]:
         "os": f"{platform.system()} {platform.release()}",
         "python": platform.python_version(),
         "gpu": gpu_info(),
+        "openvino_default_precision": openvino_default_precision(),
         "versions": _versions(),
     }

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from typing import Any
 
 
@@ -13,9 +14,20 @@ def _pct(x: Any) -> str:
     return "-" if x is None else f"{100 * x:.1f}"
 
 
+AGREE_HEADER = "agree w/ torch, % of preds"
+# Columns of the main table computed from the timed calls: a row measured on a noisy machine
+# marks them (NOISY_MARK here, a class and a tooltip in the HTML page).
+LATENCY_COLUMNS = (6, 7, 8, 9, 10, 11)
+NOISY_MARK = "~"
+NOISY_LEGEND = (f"{NOISY_MARK}: latency of this row measured while the machine was busy with other work; "
+                "approximate, compare it with care.")
+RANDOM_WEIGHTS = "random weights: accuracy is meaningless, the latency is real"
+NOISE_TITLE = "Latency not reliable"
+
+
 def table_rows(report: dict[str, Any]) -> tuple[list[str], list[list[str]]]:
     """Header and cells of the main table (shared with the HTML page)."""
-    header = ["variant", "top-1 %", "top-5 %", "order-pair %", "agree w/ torch %", "max |Δlogit|", "p50 ms",
+    header = ["variant", "top-1 %", "top-5 %", "order-pair %", AGREE_HEADER, "max |Δlogit|", "p50 ms",
               "p90 ms", "p99 ms", "calls/s", "x torch", "x fp32", "load ms", "file MiB", "RSS + MiB"]
     cells = []
     for r in report["rows"]:
@@ -30,13 +42,63 @@ def table_rows(report: dict[str, Any]) -> tuple[list[str], list[list[str]]]:
             _f(r.get("load_ms"), ".0f"), _f((r.get("artifact") or {}).get("file_mb")),
             _f((r.get("memory_mb") or {}).get("rss_increase"), ".0f"),
         ])
+        if r.get("latency_noisy"):
+            for i in LATENCY_COLUMNS:
+                if cells[-1][i] != "-":
+                    cells[-1][i] += NOISY_MARK
     return header, cells
 
 
+def agreement_definition(report: dict[str, Any]) -> str:
+    """What the agreement column counts (under the main table, in both renderers)."""
+    counts = sorted({(r.get("agreement") or {}).get("predictions") for r in report["rows"]} - {None})
+    n = f"{counts[0]} per variant here, " if len(counts) == 1 else ""
+    return (f"{AGREE_HEADER}: the share of predictions ({n}one per stream step or clip re-run) whose top-1 class "
+            "is the torch FP32 model's on the same frames; not the share of videos.")
+
+
+def noise_text(noise: dict[str, Any]) -> str:
+    """The noise warning's text: what was seen, then what to do, as sentences."""
+    parts = [str(x).strip().rstrip(".") for x in (noise.get("summary"), noise.get("advice")) if x]
+    return " ".join(f"{x[0].upper()}{x[1:]}." for x in parts if x)
+
+
+def any_noisy(report: dict[str, Any]) -> bool:
+    """Whether a row's latency was measured on a noisy machine."""
+    return any(r.get("latency_noisy") for r in report["rows"])
+
+
+def md_cell(text: Any) -> str:
+    """One Markdown table cell: a literal `|` would split the cell (and a `\\` before it would escape it)."""
+    return " ".join(str(text).split()).replace("\\", "\\\\").replace("|", "\\|")
+
+
 def _md_table(header: list[str], cells: list[list[str]]) -> list[str]:
-    out = ["| " + " | ".join(header) + " |", "|" + "|".join("---" if i == 0 else "---:" for i in range(len(header))) + "|"]
-    out += ["| " + " | ".join(c) + " |" for c in cells]
+    out = ["| " + " | ".join(map(md_cell, header)) + " |",
+           "|" + "|".join("---" if i == 0 else "---:" for i in range(len(header))) + "|"]
+    out += ["| " + " | ".join(map(md_cell, c)) + " |" for c in cells]
     return out
+
+
+def artifact_text(row: dict[str, Any]) -> str:
+    """The file the backend loaded (the artifact folder when the row does not name it).
+
+    `model_file` is relative to the artifact, or absolute (a TensorRT engine from the engine cache).
+    """
+    path, model_file = row["artifact"]["path"], (row.get("what_ran") or {}).get("model_file")
+    if not model_file:
+        return path
+    return model_file if os.path.isabs(model_file) else os.path.join(path, model_file)
+
+
+def what_ran_detail(row: dict[str, Any]) -> str:
+    """Providers / device, precision and threads a row ran with."""
+    w = row["what_ran"]
+    if "providers" in w:
+        return f"providers {', '.join(w['providers'])}, threads {w.get('threads')}"
+    if row["backend"] == "openvino":
+        return f"{w.get('device')} inference precision {w.get('inference_precision')}, threads {w.get('threads')}"
+    return str(w.get("device"))
 
 
 def machine_line(m: dict[str, Any]) -> str:
@@ -73,35 +135,47 @@ def efficiency_lines(report: dict[str, Any]) -> list[str]:
             *_md_table(header, cells), ""]
 
 
+def method_text(report: dict[str, Any]) -> str:
+    """How accuracy and latency were measured (under the main table; `code` in backticks)."""
+    o = report["options"]
+    return ("Accuracy: each video through `edgevid.runtime` as `edgevid run` steps it (stream: a step every "
+            "`sampling.stride` frames, scores averaged over the last `sampling.frames` steps; clip: the clip model "
+            "re-run per sampled frame); the video's label is the last prediction. Latency: one model call (stream "
+            f"step or clip inference), {o['latency_rounds']} rounds of {o['latency_block']} calls per variant, "
+            "interleaved ABBA in one process; x torch / x fp32: median latency ratios. RSS +: resident memory added "
+            "by loading the variant.")
+
+
 def render_markdown(report: dict[str, Any]) -> str:
     """The whole report.md."""
     o = report["options"]
     lines = [f"# edgevid report: {report['model']}", ""]
+    if report.get("random_weights"):
+        lines += [f"**Warning**: {RANDOM_WEIGHTS}.", ""]
     if not report["complete"]:
         lines += [f"**Incomplete**: interrupted while {report['interrupted_during']}.", ""]
     lines += [f"{report['created']}, {report['seconds']:.0f} s{' (--quick)' if o['quick'] else ''}; checkpoint "
               f"`{report['checkpoint']}`; held-out data: {report['data'].get('source', '-')}.", ""]
+    if (report.get("verdict") or {}).get("text"):
+        lines += ["## Verdict", "", report["verdict"]["text"], ""]
+    noise = report.get("noise") or {}
+    if noise.get("noisy"):
+        lines += [f"**{NOISE_TITLE}**: {noise_text(noise)}", ""]
     lines += ["## Findings", ""] + [f"- {s}" for s in report["findings"]] + [""]
+    for note in report.get("notes") or []:
+        lines += [note, ""]
     lines += ["## Variants", ""]
     header, cells = table_rows(report)
     lines += _md_table(header, cells) + [""]
-    lines += [
-        "Accuracy: each video through `edgevid.runtime` as `edgevid run` steps it (stream: a step every "
-        "`sampling.stride` frames, scores averaged over the last `sampling.frames` steps; clip: the clip model re-run "
-        "per sampled frame); the video's label is the last prediction. Agreement: same top-1 as the torch FP32 model "
-        "on the same frames, per prediction. Latency: one model call (stream step or clip inference), "
-        f"{o['latency_rounds']} rounds of {o['latency_block']} calls per variant, interleaved ABBA in one process; "
-        "x torch / x fp32: median latency ratios. RSS +: resident memory added by loading the variant.", ""]
+    if any_noisy(report):
+        lines += [NOISY_LEGEND, ""]
+    lines += [agreement_definition(report), "", method_text(report), ""]
     lines += efficiency_lines(report)
     what = [r for r in report["rows"] if r.get("what_ran")]
     if what:
         lines += ["## What ran", ""]
         for r in what:
-            w = r["what_ran"]
-            detail = (f"providers {', '.join(w['providers'])}, threads {w['threads']}" if "providers" in w else
-                      f"{w.get('device')} inference precision {w.get('inference_precision')}, threads {w.get('threads')}"
-                      if r["backend"] == "openvino" else str(w.get("device")))
-            lines.append(f"- {r['label']}: {detail}; artifact `{r['artifact']['path']}` "
+            lines.append(f"- {r['label']}: {what_ran_detail(r)}; artifact `{artifact_text(r)}` "
                          f"({'reused' if r['artifact']['reused'] else 'built'})")
         lines.append("")
     if report["skipped"]:

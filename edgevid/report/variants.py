@@ -37,16 +37,22 @@ class Variant:
     backend: str
     mode: str
     precision: str
+    # OpenVINO's INFERENCE_PRECISION_HINT: None = the plugin's default (what an OpenVINO user
+    # gets: bf16 on CPUs with AVX512-BF16 or AMX), "f32" = strict f32, its own row where they differ.
+    hint: str | None = None
+    # The precision the plugin picks by default, when it is not the variant's own (label only).
+    runs: str | None = None
 
     @property
     def name(self) -> str:
-        """Stable id, e.g. ``openvino/stream/int8``."""
-        return f"{self.backend}/{self.mode}/{self.precision}"
+        """Stable id, e.g. ``openvino/stream/int8``, ``openvino/stream/fp32-strict``."""
+        return f"{self.backend}/{self.mode}/{self.precision}" + ("-strict" if self.hint else "")
 
     @property
     def label(self) -> str:
-        """For people, e.g. ``OpenVINO stream INT8``."""
-        return f"{BACKEND_LABELS.get(self.backend, self.backend)} {self.mode} {self.precision.upper()}"
+        """For people, e.g. ``OpenVINO stream INT8``, ``OpenVINO stream FP32 (runs bf16)``."""
+        extra = f" strict {self.hint}" if self.hint else f" (runs {self.runs})" if self.runs else ""
+        return f"{BACKEND_LABELS.get(self.backend, self.backend)} {self.mode} {self.precision.upper()}{extra}"
 
     @property
     def target(self) -> str:
@@ -179,3 +185,28 @@ def build_spec(model: str, checkpoint: str, variant: Variant, *, size: int | Non
                      precision=variant.precision, target=variant.target, size=size, frames=frames,
                      calib=str(Path(calib).resolve()) if (int8 and calib) else None,
                      calib_size=calib_size if int8 else None, edgevid_version=__version__)
+
+
+def random_checkpoint(model: str, cache: Path) -> Path:
+    """A checkpoint of seeded random weights for a model that ships none (a latency-only report).
+
+    Written once into the cache as an edgevid checkpoint with the built-in set's classes, so
+    every variant and the torch reference load the same network and the held-out videos can
+    be scored (at chance). Its name carries the versions the weights depend on.
+    """
+    import torch
+
+    from edgevid import __version__
+    from edgevid.cache import ensure_dir
+    from edgevid.data.synth import CLASSES
+    from edgevid.models import build_model, init_seed
+    from edgevid.models.weights import save_checkpoint
+
+    folder = cache / "random-weights"
+    path = folder / f"{model}-seed{init_seed(model)}-torch{torch.__version__}-edgevid{__version__}.pt"
+    if not path.is_file():
+        ensure_dir(folder, "the report's artifact cache")
+        net = build_model(model, num_classes=len(CLASSES))
+        save_checkpoint(path, net, net.config.name, list(CLASSES), {"num_classes": len(CLASSES)},
+                        random_init=True)
+    return path

@@ -328,7 +328,7 @@ def train(cfg: TrainConfig) -> list[EpochResult]:
                            f"({len(state['classes'])}: {', '.join(state['classes'][:4])}, ...) than {cfg.data} has "
                            f"({len(classes)}: {', '.join(classes[:4])}, ...)")
     pairs = known_order_pairs(classes)
-    model = build_model(cfg.model, checkpoint=cfg.checkpoint, width_mult=cfg.width_mult)
+    model = build_model(cfg.model, checkpoint=cfg.checkpoint, width_mult=cfg.width_mult, global_rng=True)
     if model.num_classes != len(classes):
         model.reset_classifier(len(classes))
     optimizer = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)

@@ -103,6 +103,11 @@ class OpenVinoRunner(Runner):
                                "the files are corrupt or truncated; re-export the model") from exc
 
     @property
+    def model_path(self) -> Path:
+        """The file OpenVINO read: the IR's .xml, or the ONNX model."""
+        return self._path
+
+    @property
     def model_label(self) -> str:
         """The file OpenVINO reads (IR or ONNX)."""
         return f"{self.artifact.directory.name}/{self._path.name}"

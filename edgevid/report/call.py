@@ -1,0 +1,42 @@
+"""The model call that ``bench`` times and ``layers`` profiles: its own module so both import it and neither the other.
+
+One call as a session makes it: a ``BackendStream.step`` in stream mode (one sampled frame in,
+logits out, the states kept in the backend), one ``Runner.infer`` on a T-frame clip in clip mode.
+Torch-free: numpy and the runtime only.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+import numpy as np
+
+
+def example_frame(manifest: Any, seed: int = 0) -> np.ndarray:
+    """One preprocessed frame (the graph's layout and dtype) from a deterministic 320x240 BGR image."""
+    from edgevid.runtime.preprocess import preprocess_frame
+
+    rng = np.random.default_rng(seed)
+    bgr = rng.integers(0, 256, (240, 320, 3), dtype=np.uint8)
+    return preprocess_frame(bgr, manifest.preprocess)
+
+
+def make_call(runner: Any) -> tuple[Callable[[], object], Callable[[], None]]:
+    """(the timed call, its cleanup) for a loaded runner: a stream step or a clip inference."""
+    manifest = runner.manifest
+    x = example_frame(manifest)
+    if manifest.mode == "stream":
+        stream = runner.open_stream()  # OpenVINO compiles the batch-1 stateful model here
+        frame = np.ascontiguousarray(x[None])
+        return (lambda: stream.step(frame)), stream.close
+    clip = np.ascontiguousarray(np.repeat(x[None, None], manifest.sampling.frames, axis=1))
+    feeds = {runner.frame_input.name: clip}
+    return (lambda: runner.infer(feeds)), (lambda: None)
+
+
+def call_unit(manifest: Any) -> str:
+    """What one timed call is, in words."""
+    if manifest.mode == "stream":
+        return "stream step (1 frame)"
+    return f"clip inference ({manifest.sampling.frames} frames)"
