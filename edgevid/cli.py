@@ -10,6 +10,7 @@ from __future__ import annotations
 import argparse
 import errno
 import importlib
+import os
 import sys
 
 from edgevid import __version__
@@ -80,6 +81,11 @@ def main(argv: list[str] | None = None) -> int:
     except EdgevidError as exc:
         print(f"edgevid {args.command}: error: {exc}", file=sys.stderr)
         return 2
+    except BrokenPipeError:  # `edgevid ... | head`: the reader left, nothing to report
+        # Before OSError (its base class). Point stdout at devnull so that the flush at exit
+        # does not fail on the closed pipe again (Python's documented recipe).
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 0
     except OSError as exc:
         if exc.errno not in _ENVIRONMENT_ERRNOS:
             raise
@@ -92,9 +98,6 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)
         return 130
-    except BrokenPipeError:  # `edgevid ... | head`: the reader left, nothing to report
-        sys.stderr.close()
-        return 0
 
 
 if __name__ == "__main__":  # pragma: no cover

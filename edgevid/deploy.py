@@ -38,6 +38,8 @@ import hashlib
 import json
 import os
 import stat
+import sys
+import time
 import zipfile
 from pathlib import Path, PurePosixPath, PureWindowsPath
 from typing import Any
@@ -61,10 +63,16 @@ def deploy(model: str, device: str, out: str | os.PathLike, *, checkpoint: str |
     from edgevid.staging import staged_directory
 
     profile = require_supported(get_profile(device))
+    start = time.perf_counter()
     with staged_directory(out, force, marker=BUNDLE_FILE) as work:
+        # announce=False: the export's own "wrote" line would name this staging folder, renamed away
+        # a moment later; the bundle's final path is printed below instead.
         manifest = export(model, work / "artifact", checkpoint=checkpoint, precision=precision, mode=mode,
-                          size=size, device=profile.name, progress=progress, **export_options)
+                          size=size, device=profile.name, progress=progress, announce=False, **export_options)
         info = pack_bundle(work, work / "artifact", profile, manifest, folder=Path(out).name)
+    if progress:
+        print(f"  wrote {Path(out).expanduser().absolute()} in {time.perf_counter() - start:.1f}s", file=sys.stderr,
+              flush=True)
     return info
 
 
@@ -229,6 +237,8 @@ def wheel_version(wheel: str) -> str:
 
 def requirements(profile: Any, version: str, target: str) -> str:
     """requirements.txt for ``profile``: the runtime's packages only (never torch), edgevid at ``version``."""
+    from edgevid.runtime._opencv import OPENCV_FOR_NUMPY1
+
     lines = [f"# edgevid runtime for {profile.name} ({profile.description}); no torch is needed.",
              "# pip reads --find-links relative to this file, so `pip install -r <bundle>/requirements.txt` works from",
              "# any folder; edgevid's local version (+bundle.<hash>) is the wheel next to this file, which no index has.",
@@ -239,7 +249,9 @@ def requirements(profile: Any, version: str, target: str) -> str:
             "#   that sees JetPack's own packages: python3 -m venv --system-site-packages .venv && . .venv/bin/activate",
             "# TensorRT: JetPack's (python3-libnvinfer); pip's tensorrt wheels are not for Jetson.",
             "# OpenCV: JetPack's, built with GStreamer for CSI cameras. Nothing below installs or depends on",
-            "#   opencv-python(-headless), which would shadow it without GStreamer: do not add one.",
+            "#   opencv-python(-headless), which would shadow it without GStreamer: do not add one. Off a Jetson (a",
+            f"#   PC without JetPack's OpenCV): pip install '{OPENCV_FOR_NUMPY1}', the newest wheels that keep the",
+            "#   numpy<2 below (a plain `pip install opencv-python-headless` moves numpy to 2.x).",
             "# ONNX Runtime: the CPU wheel below runs anywhere; NVIDIA builds onnxruntime-gpu for JetPack",
             "#   (Jetson AI Lab index) if you want its CUDA / TensorRT execution providers.",
         ]
@@ -277,6 +289,8 @@ def readme(profile: Any, manifest: Any, artifact: str, folder: str) -> str:
 
     Its commands run from the folder that holds the bundle folder ``folder``.
     """
+    from edgevid.runtime._opencv import OPENCV_FOR_NUMPY1
+
     run = f"edgevid run {folder}"
     lines = [f"# {manifest.model} for {profile.name}", "",
              f"{profile.description}. Made by `edgevid deploy` (edgevid {__version__}): `{artifact}/` is a "
@@ -294,7 +308,10 @@ def readme(profile: Any, manifest: Any, artifact: str, folder: str) -> str:
                   "installed. The venv sees JetPack's TensorRT and its OpenCV, which is built with GStreamer (CSI "
                   "cameras): check with `python3 -c \"import cv2; print(cv2.getBuildInformation())\" | grep GStreamer`. "
                   "requirements.txt leaves OpenCV out and nothing it installs depends on a pip OpenCV, so pip never "
-                  "puts one (without GStreamer) over JetPack's; do not install opencv-python in this venv.", ""]
+                  "puts one (without GStreamer) over JetPack's; do not install opencv-python in this venv. To try the "
+                  f"bundle off a Jetson, in a venv without JetPack's OpenCV: `pip install '{OPENCV_FOR_NUMPY1}'` (the "
+                  "newest OpenCV wheels that accept the numpy<2 that requirements.txt pins; a plain `pip install "
+                  "opencv-python-headless` would move numpy to 2.x).", ""]
         if manifest.target == "tensorrt":
             lines += [f"CUDA calls go through cuda-python 12.x (`{CUDA_PYTHON}`). On JetPack 6.0 (CUDA 12.2), if the "
                       "first run fails with `cudaErrorInsufficientDriver (35)`: `pip install 'cuda-python==12.2.*'`.",
@@ -311,7 +328,9 @@ def readme(profile: Any, manifest: Any, artifact: str, folder: str) -> str:
         fp16 = " with fp16 kernels" if profile.fp16_kernels and manifest.precision == "fp32" else ""
         lines += ["The first run builds the TensorRT engine on the device" + fp16 + " (minutes on a Jetson), checks it "
                   "against ONNX Runtime, and caches it in `~/.cache/edgevid/tensorrt` (or `$EDGEVID_CACHE`); later "
-                  "runs load it in seconds. A new JetPack (TensorRT) rebuilds it."]
+                  "runs load it in seconds. A new JetPack (TensorRT) rebuilds it. Without TensorRT (a PC without an "
+                  f"NVIDIA GPU), the same validated ONNX runs on the CPU: `{run} --video clip.mp4 --backend "
+                  "onnxruntime`."]
         if profile.dla_cores:
             lines += ["", f"This device has DLA: `{run} --video clip.mp4 --dla-core 0` builds for DLA core 0 (layers "
                       "DLA cannot run fall back to the GPU, and are listed)."]

@@ -167,7 +167,9 @@ def _too_short(runner: Any, frames: int, name: str, max_frames: int | None) -> s
     sampling = runner.manifest.sampling
     t, stride = sampling.frames, sampling.stride
     needed = (t - 1) * stride + 1
-    every = f"every {stride}th frame, " if stride > 1 else ""
+    from edgevid.wording import every_nth
+
+    every = f"{every_nth(stride)}, " if stride > 1 else ""
     if max_frames is not None and frames >= max_frames:
         return (f"--max-frames {max_frames} stops before the first prediction: the clip model needs {t} sampled "
                 f"frames ({every}at least {needed} frames)")

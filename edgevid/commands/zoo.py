@@ -48,30 +48,66 @@ def run_list(args: argparse.Namespace) -> int:
     if args.quiet:
         print("\n".join(c.name for c in configs))
         return 0
-    costs = {c.name: _cost(c.name) for c in configs}
+    # The cost of the model `edgevid export --model NAME` builds: the shipped weights' architecture
+    # where the entry ships weights (tsm: 112 px, width 0.5, 11 classes), else the zoo default's.
+    costs = {c.name: _cost(c.name, **(_shipped_arch(c) or {})) for c in configs}
     if args.json:
-        print(json.dumps([_config_json(c) | {"aliases": alias_of.get(c.name, []), "cost": costs[c.name]}
+        print(json.dumps([_config_json(c) | {"aliases": alias_of.get(c.name, []), "cost": costs[c.name],
+                                             "cost_of": _shipped_arch(c) or _arch(c), "shipped_arch": _shipped_arch(c)}
                           for c in configs], indent=2))
         return 0
     rows = [("name", "family", "backbone", "shift", "frames", "size", "stream", "params", "GMACs/clip",
              "GMACs/frame", "weights")]
+    notes = []
     for c in configs:
         name = c.name + (f" ({', '.join(alias_of[c.name])})" if c.name in alias_of else "")
         shipped = c.default_weights
-        weights = f"{shipped.name} ({shipped.input_size}px, {shipped.num_classes} classes)" if shipped else "-"
+        weights = f"{shipped.name} ({_arch_text(_shipped_arch(c) or {})})" if shipped else "-"
         public = [f"{w.name} ({w.source})" for w in c.weights if w.url]
         if public:
             weights = ", ".join(([weights] if shipped else []) + public)
         cost = costs[c.name] or {}
-        rows.append((name, c.family, c.backbone, c.shift, str(c.frames), str(c.input_size),
-                     "yes" if c.can_stream else "no", f"{cost['params'] / 1e6:.1f}M" if cost else "-",
-                     f"{cost['gmacs_per_clip']:.2f}" if cost else "-",
-                     f"{cost['gmacs_per_frame']:.2f}" if cost.get("gmacs_per_frame") else "-", weights))
+        mark, size, frames = "", str(c.input_size), str(c.frames)
+        if _shipped_arch(c) not in (None, _arch(c)):
+            # Export, eval and deploy build the shipped weights' model by default: the row shows
+            # that model; the zoo default (what training from scratch builds) goes in a note.
+            mark, size, frames = "*", str(shipped.input_size), str(shipped.frames)
+            default = _cost(c.name)
+            cost_text = (f": {default['params'] / 1e6:.1f}M params, {default['gmacs_per_clip']:.2f} GMACs/clip"
+                         if default else "")
+            notes.append(f"* {c.name}: the model its shipped {shipped.name} weights build ({_arch_text(_shipped_arch(c))}), "
+                         f"what export uses without --checkpoint; the zoo default, which train builds from scratch, "
+                         f"is {_arch_text(_arch(c))}{cost_text}")
+        rows.append((name, c.family, c.backbone, c.shift, frames, size,
+                     "yes" if c.can_stream else "no", f"{cost['params'] / 1e6:.1f}M{mark}" if cost else "-",
+                     f"{cost['gmacs_per_clip']:.2f}{mark}" if cost else "-",
+                     f"{cost['gmacs_per_frame']:.2f}{mark}" if cost.get("gmacs_per_frame") else "-", weights))
     _print_table(rows)
     if not any(costs.values()):
         print("(params and GMACs are measured with torch: pip install 'edgevid[export]')")
+    elif notes:
+        print("\n".join(notes))
     _print_public(configs)
     return 0
+
+
+_ARCH_FIELDS = ("input_size", "frames", "width_mult", "num_classes")  # what a checkpoint may set (edgevid.models)
+
+
+def _arch(spec: Any) -> dict[str, Any]:
+    """The architecture fields of a zoo config or a checkpoint spec: the model the cost is of."""
+    return {field: getattr(spec, field) for field in _ARCH_FIELDS}
+
+
+def _shipped_arch(config: Any) -> dict[str, Any] | None:
+    """The architecture the shipped checkpoint builds (None: the entry ships none)."""
+    shipped = config.default_weights
+    return None if shipped is None else _arch(shipped)
+
+
+def _arch_text(arch: dict[str, Any]) -> str:
+    width = f", width {arch['width_mult']:g}" if arch["width_mult"] != 1.0 else ""
+    return f"{arch['input_size']}px, {arch['frames']} frames{width}, {arch['num_classes']} classes"
 
 
 def _print_table(rows: list[tuple[str, ...]]) -> None:
@@ -196,13 +232,14 @@ def _copy(source: Path, target: Path, sha256: str) -> None:
         shutil.copyfileobj(src, out, 1 << 20)
 
 
-def _cost(name: str) -> dict | None:
-    """The entry's measured cost, or None where torch is not installed (a runtime-only device)."""
+def _cost(name: str, **overrides: Any) -> dict | None:
+    """The entry's measured cost (with config ``overrides``), or None where torch is not installed
+    (a runtime-only device)."""
     try:
         from edgevid.models.cost import measure
     except ImportError:
         return None
     try:
-        return measure(name)
+        return measure(name, **overrides)
     except ImportError:
         return None

@@ -1,6 +1,6 @@
 """The INT8 step of ``edgevid export --precision int8``: calibrate, quantize, measure.
 
-Called by ``edgevid.export.api`` with the FP32 ONNX graph it just exported and the torch
+Called by ``edgevid.export.write`` with the FP32 ONNX graph it just exported and the torch
 model it came from. Returns the INT8 graph and the facts the manifest records under
 ``build.int8``: the recipe, the calibration data, the layers kept in float, and FP32 vs
 INT8 accuracy and top-1 agreement (per clip and, in stream mode, per frame) on labelled

@@ -51,17 +51,18 @@ import contextlib
 import io
 import logging
 import os
-from collections.abc import Sequence
-from dataclasses import asdict, dataclass
+import warnings
+from collections.abc import Callable, Sequence
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import numpy as np
 import onnx
 
 from edgevid.compress import qdq
 from edgevid.compress.calibration import CalibrationSet, LabelledClips
-from edgevid.errors import EdgevidError, require
+from edgevid.errors import EdgevidError, EdgevidWarning, require
 from edgevid.manifest import StatePair
 
 TARGETS = ("onnxruntime", "openvino", "tensorrt")
@@ -71,6 +72,13 @@ DEFAULT_MAX_ITERATIONS = 12  # accuracy control reverts at most this many quanti
 
 class AccuracyDropError(EdgevidError):
     """The requested maximum accuracy drop could not be reached."""
+
+
+class DegenerateRangeWarning(EdgevidWarning):
+    """Calibration fell back to min-max ranges: some activation is (nearly) constant."""
+
+
+_T = TypeVar("_T")
 
 
 @dataclass(frozen=True)
@@ -219,17 +227,40 @@ def quantize_onnx(model: onnx.ModelProto | str | os.PathLike, calibration: Calib
     how states are carried (``result.states``). Writes ``out_path`` if given.
     """
     nncf = require("nncf", "export")
-    recipe = recipe_for(target, preset)
     proto = _load(model)
-    with _quiet():
-        quantized = nncf.quantize(proto, nncf.Dataset(calibration.samples),
-                                  **_nncf_args(nncf, proto, calibration, recipe, ignore))
+
+    def run(recipe: Recipe) -> onnx.ModelProto:
+        with _quiet():
+            return nncf.quantize(proto, nncf.Dataset(calibration.samples),
+                                 **_nncf_args(nncf, proto, calibration, recipe, ignore))
+
+    quantized, recipe = with_range_fallback(run, recipe_for(target, preset))
     steps = finalize(quantized, recipe)
     result = with_integer_states(QuantizationResult(quantized, _info(quantized, recipe, calibration, steps)),
                                  recipe, states)
     if out_path is not None:
         result.save(out_path)
     return result
+
+
+def with_range_fallback(run: Callable[[Recipe], _T], recipe: Recipe) -> tuple[_T, Recipe]:
+    """``run(recipe)``, or, where NNCF's histogram cannot bin an activation, ``run`` with min-max ranges.
+
+    A (nearly) constant activation (random weights behind a zero-initialised BatchNorm, as
+    PyTorchVideo's X3D blocks have) spans a few float ulps: NNCF's HISTOGRAM estimator then
+    fails with numpy's "Too many bins for data range". It fails on the first sample that has
+    such a range, so the retry costs little; MINMAX copes with any range. Returns the result
+    and the recipe that made it (the manifest records that one).
+    """
+    try:
+        return run(recipe), recipe
+    except ValueError as exc:
+        if recipe.activation_range == "MINMAX" or "finite-sized bins" not in str(exc):
+            raise
+    warnings.warn("some activations are constant over the calibration data (random weights?), too narrow for "
+                  "histogram ranges: calibrated with min-max ranges instead", DegenerateRangeWarning, stacklevel=3)
+    fallback = replace(recipe, activation_range="MINMAX")
+    return run(fallback), fallback
 
 
 def _info(model: onnx.ModelProto, recipe: Recipe, calibration: CalibrationSet, steps: dict[str, int]) -> dict[str, Any]:
@@ -289,18 +320,21 @@ def quantize_with_accuracy_control(model: onnx.ModelProto | str | os.PathLike, c
     nncf = require("nncf", "export")
     if not 0.0 <= max_drop < 1.0:
         raise EdgevidError(f"--max-accuracy-drop must be in [0, 1) (0.01 = 1 point of top-1), got {max_drop}")
-    recipe = recipe_for(target, preset)
     proto = _load(model)
-    args = _nncf_args(nncf, proto, calibration, recipe, ignore)
     items = list(zip(validation.graph_clips, validation.labels.tolist()))
     restorer = nncf.AdvancedAccuracyRestorerParameters(max_num_iterations=max_iterations, num_ranking_workers=1)
-    with _quiet():
-        quantized = nncf.quantize_with_accuracy_control(
-            proto, nncf.Dataset(calibration.samples), nncf.Dataset(items),
-            validation_function(mode, states, recipe), max_drop=max_drop, drop_type=nncf.DropType.ABSOLUTE,
-            preset=args["preset"], subset_size=args["subset_size"], ignored_scope=args["ignored_scope"],
-            advanced_quantization_parameters=args["advanced_parameters"],
-            advanced_accuracy_restorer_parameters=restorer)
+
+    def run(recipe: Recipe) -> onnx.ModelProto:
+        args = _nncf_args(nncf, proto, calibration, recipe, ignore)
+        with _quiet():
+            return nncf.quantize_with_accuracy_control(
+                proto, nncf.Dataset(calibration.samples), nncf.Dataset(items),
+                validation_function(mode, states, recipe), max_drop=max_drop, drop_type=nncf.DropType.ABSOLUTE,
+                preset=args["preset"], subset_size=args["subset_size"], ignored_scope=args["ignored_scope"],
+                advanced_quantization_parameters=args["advanced_parameters"],
+                advanced_accuracy_restorer_parameters=restorer)
+
+    quantized, recipe = with_range_fallback(run, recipe_for(target, preset))
     steps = finalize(quantized, recipe)
     fp32_top1 = predict(proto, validation.graph_clips, mode, states).top1(validation.labels)
     int8_top1 = predict(quantized, validation.graph_clips, mode, states).top1(validation.labels)

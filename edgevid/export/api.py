@@ -39,7 +39,8 @@ def export_model(model: str, out_dir: str | os.PathLike | None = None, *, checkp
                  uint8_input: bool = False, force: bool = False, num_classes: int | None = None,
                  width_mult: float | None = None, batch: int | None = None, validate: bool = True,
                  tolerance: float | None = None, progress: bool = True,
-                 quantizer: GraphQuantizer | None = None, device: str | None = None) -> Manifest:
+                 quantizer: GraphQuantizer | None = None, device: str | None = None,
+                 announce: bool = True) -> Manifest:
     """Export a zoo model to ``out_dir`` (default ``exports/<model>-<mode>-<target>``); return its manifest.
 
     - ``checkpoint``: a path, ``"default"`` (the shipped one), or None: the shipped checkpoint
@@ -55,7 +56,9 @@ def export_model(model: str, out_dir: str | os.PathLike | None = None, *, checkp
     - ``batch``: fix the batch size; default dynamic, or 1 for static-shape targets.
     - ``validate``: run the artifact on every backend of the target against torch; a
       difference above ``tolerance`` (default per precision) fails the export.
-    - ``progress``: print one status line per stage to stderr.
+    - ``progress``: print one status line per stage to stderr; ``announce``: and the closing
+      "wrote <out_dir>" line (False for a caller that exports into a folder of its own staging,
+      such as ``deploy``, whose path the user never sees).
     - ``quantizer`` (``precision="int8"`` only): the graph quantizer; ``edgevid.pipeline.export``
       supplies NNCF's, calibrated on real video (see ``edgevid.compress``).
 
@@ -83,7 +86,8 @@ def export_model(model: str, out_dir: str | os.PathLike | None = None, *, checkp
     with staged_directory(plan.out_dir, force) as work:
         manifest = write_export(work, plan, net, streaming, weights, frames, size, preprocess, status,
                                 validate=validate, tolerance=tolerance, quantizer=quantizer)
-    status.done(plan.out_dir)
+    if announce:
+        status.done(plan.out_dir)
     return manifest
 
 

@@ -51,6 +51,7 @@ from typing import Any
 
 from edgevid.errors import EdgevidError, require
 from edgevid.manifest import Manifest, atomic_write_text, file_mode
+from edgevid.wording import every_nth
 
 FLAVOURS = ("portable", "production")
 MARKER = "edgevid-triton.json"  # in every model folder this writer made: --force replaces only those
@@ -486,8 +487,8 @@ def model_readme(repo: Path, name: str, manifest: Manifest, flavour: str, backen
                   f"{repo.name}"]
     lines += ["```", "", "## Stream cameras", "",
               f"Each camera is one sequence: a correlation id of its own, `sequence_start=True` on its first frame "
-              f"(and after a scene cut or reconnect), `sequence_end=True` on its last. Send every "
-              f"{manifest.sampling.stride}th frame, preprocessed as `manifest.json` says ({frame.name} "
+              f"(and after a scene cut or reconnect), `sequence_end=True` on its last. Send "
+              f"{every_nth(manifest.sampling.stride)}, preprocessed as `manifest.json` says ({frame.name} "
               f"{frame.shape}); the server returns that step's logits.", "", "```bash",
               f"edgevid run --triton localhost:8001 --model {name} --video camera1.mp4   # one camera, as a local run",
               "```", "", "```python", "import tritonclient.grpc as grpcclient",

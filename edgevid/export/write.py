@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import sys
 import time
+import warnings
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -263,6 +264,11 @@ def _tool_versions(target: str) -> dict[str, str]:
     return found
 
 
+def _show(held: list[warnings.WarningMessage]) -> None:
+    for w in held:
+        warnings.showwarning(w.message, w.category, w.filename, w.lineno, w.file, w.line)
+
+
 class Status:
     """One status line per stage on stderr (``progress=True``), with its duration."""
 
@@ -274,16 +280,21 @@ class Status:
     def stage(self, text: str) -> Iterator[None]:
         """Print ``text``, run the block, then its duration (or "failed")."""
         t0 = time.perf_counter()
-        if self.enabled:
-            print(f"  {text} ...", end="", file=sys.stderr, flush=True)
-        try:
+        if not self.enabled:
             yield
-        except BaseException:
-            if self.enabled:
+            return
+        print(f"  {text} ...", end="", file=sys.stderr, flush=True)
+        # A warning raised inside the stage would land mid-line ("quantizing ...warning: ... 12.0s"):
+        # held back until the line is finished, then shown as it would have been.
+        with warnings.catch_warnings(record=True) as held:  # the filters in force stay in force
+            try:
+                yield
+            except BaseException:
                 print(" failed", file=sys.stderr, flush=True)
-            raise
-        if self.enabled:
-            print(f" {time.perf_counter() - t0:.1f}s", file=sys.stderr, flush=True)
+                _show(held)
+                raise
+        print(f" {time.perf_counter() - t0:.1f}s", file=sys.stderr, flush=True)
+        _show(held)
 
     def done(self, out: Path) -> None:
         """The closing line: where the artifact is and the whole export's time."""

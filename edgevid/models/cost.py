@@ -14,13 +14,27 @@ import functools
 from typing import Any
 
 
-@functools.cache
-def measure(name: str) -> dict[str, Any]:
-    """``{"params": n, "gmacs_per_clip": x, "gmacs_per_frame": y | None}`` of zoo entry ``name``.
+def _config(name: str, overrides: tuple[tuple[str, Any], ...]) -> Any:
+    from dataclasses import replace
 
-    Kept in the user cache (``cost.json``), keyed by the entry's config, edgevid's and torch's
-    versions: `edgevid zoo list` measures each entry once.
+    from edgevid.models.registry import get_config
+
+    return replace(get_config(name), **dict(overrides))
+
+
+def measure(name: str, **overrides: Any) -> dict[str, Any]:
+    """``{"params": n, "gmacs_per_clip": x, "gmacs_per_frame": y | None}`` of zoo entry ``name``,
+    with config fields replaced by ``overrides`` (e.g. the architecture its shipped weights build:
+    input_size, frames, width_mult, num_classes).
+
+    Kept in the user cache (``cost.json``), keyed by the config, edgevid's and torch's versions:
+    `edgevid zoo list` measures each model once.
     """
+    return _measure_cached(name, tuple(sorted(overrides.items())))
+
+
+@functools.cache
+def _measure_cached(name: str, overrides: tuple[tuple[str, Any], ...]) -> dict[str, Any]:
     import hashlib
     import json
 
@@ -28,9 +42,9 @@ def measure(name: str) -> dict[str, Any]:
 
     from edgevid import __version__
     from edgevid.cache import cache_dir
-    from edgevid.models.registry import get_config
 
-    key = hashlib.sha256(f"{get_config(name)!r}|{__version__}|{torch.__version__}".encode()).hexdigest()[:16]
+    config = _config(name, overrides)
+    key = hashlib.sha256(f"{config!r}|{__version__}|{torch.__version__}".encode()).hexdigest()[:16]
     path = cache_dir() / "cost.json"
     try:
         cached = json.loads(path.read_text()).get(f"{name}:{key}")
@@ -38,7 +52,7 @@ def measure(name: str) -> dict[str, Any]:
         cached = None
     if isinstance(cached, dict):
         return cached
-    result = _measure(name)
+    result = _measure(config)
     try:
         from edgevid.manifest import atomic_write_text
 
@@ -51,14 +65,13 @@ def measure(name: str) -> dict[str, Any]:
     return result
 
 
-def _measure(name: str) -> dict[str, Any]:
-    """Build ``name`` on the meta device and count its multiply-accumulates (see the module docstring)."""
+def _measure(config: Any) -> dict[str, Any]:
+    """Build ``config``'s model on the meta device and count its multiply-accumulates (see the module docstring)."""
     import torch
     from torch.utils.flop_counter import FlopCounterMode
 
-    from edgevid.models.registry import get_config, resolve_builder
+    from edgevid.models.registry import resolve_builder
 
-    config = get_config(name)
     with torch.device("meta"):
         model = resolve_builder(config)(config).eval()
         clip = torch.empty(1, config.frames, 3, config.input_size, config.input_size)

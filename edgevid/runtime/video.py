@@ -143,15 +143,16 @@ class CaptureSource(FrameSource):
     """A ``cv2.VideoCapture``: video file, camera index, network URL or GStreamer pipeline.
 
     ``live`` sources that fail to deliver a frame are retried ``retries`` times,
-    ``retry_wait`` seconds apart, then reported lost.
+    ``retry_wait`` seconds apart, then reported lost. ``api``: an OpenCV backend
+    (``cv2.CAP_*``), default any (looked up here, not at import: the runtime imports without cv2).
     """
 
-    def __init__(self, target: str | int, name: str, *, live: bool, api: int = cv2.CAP_ANY,
+    def __init__(self, target: str | int, name: str, *, live: bool, api: int | None = None,
                  retries: int = 5, retry_wait: float = 0.2) -> None:
         self.name, self.live = name, live
         self.retries, self.retry_wait = retries, retry_wait
         with _quiet_opencv():
-            self._cap = cv2.VideoCapture(target, api)
+            self._cap = cv2.VideoCapture(target, cv2.CAP_ANY if api is None else api)
         if not self._cap.isOpened():
             self._cap.release()
             raise VideoSourceError(self._open_error())

@@ -133,8 +133,24 @@ class TensorRTRunner(Runner):
     name = "tensorrt"
     extra = "tensorrt"
 
+    def _onnx_fallback(self) -> str:
+        """The way on without TensorRT, for its missing-install errors: the artifact's ONNX runs on ONNX Runtime.
+
+        A bundle for a Jetson tried on a PC, or an artifact copied to a machine without a GPU,
+        still runs on the CPU (the engine is built from that same ONNX, which export validated).
+        """
+        if not self.artifact.has_file("onnx"):
+            return ""
+        return (f"; or run its {self.artifact.manifest.files['onnx']} without TensorRT (CPU, ONNX Runtime): "
+                "--backend onnxruntime")
+
     def _load(self) -> None:
-        self._trt, self._cudart = _tensorrt(), _cudart()
+        try:
+            self._trt, self._cudart = _tensorrt(), _cudart()
+        except MissingExtraError as exc:
+            if "--backend onnxruntime" in str(exc):  # the too-old message says it already
+                raise
+            raise MissingExtraError(f"{exc}{self._onnx_fallback()}") from exc
         err, count = self._cudart.cudaGetDeviceCount()
         if int(err) != 0:
             raise BackendError(f"CUDA cannot see a GPU: {cuda_error_text(self._cudart, err)}; use --backend "
