@@ -90,6 +90,12 @@ def run(args: argparse.Namespace) -> int:
     if args.json:
         print(json.dumps(report, indent=2))
     if not args.quiet:
+        verdict = report.get("verdict") or {}
+        if verdict.get("text"):
+            print(f"verdict: {verdict['text']}", file=sys.stderr)
+            if verdict.get("command"):
+                print(f"  {verdict['command']}", file=sys.stderr)
+        print("findings:", file=sys.stderr)
         for line in report["findings"]:
             print(f"  {line}", file=sys.stderr)
         print(f"wrote {', '.join(str(p) for p in paths)}", file=sys.stderr)

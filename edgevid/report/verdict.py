@@ -91,13 +91,12 @@ def notes(report: dict[str, Any]) -> list[str]:
     if stream and clip:
         s_top = max(r["accuracy"]["top1"] for r in stream)
         c_top = max(r["accuracy"]["top1"] for r in clip)
-        unit = stream[0]["unit"]
         if frames:
             lo, hi = min(frames), max(frames)
             length = f"{lo}" if lo == hi else f"{lo} to {hi}"
             out.append(
                 f"Stream vs clip accuracy (best stream {_pct(s_top)}, best clip {_pct(c_top)}): both score each video "
-                f"by its last prediction. The held-out videos are {length} frames long. A stream step ({unit}) sees "
+                f"by its last prediction. The held-out videos are {length} frames long. A stream step sees "
                 "every frame since the video began, and its score is the softmax averaged over the last "
                 "`sampling.frames` steps, the first steps of the video (warm-up: the temporal states still hold "
                 "zeros) included; the clip model re-runs on the last `sampling.frames` sampled frames and sees them "
