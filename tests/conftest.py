@@ -21,7 +21,7 @@ def _runtime_calibrated_tsm():
     from edgevid.models import build_model
 
     torch.manual_seed(0)
-    model = build_model("tsm-mobilenetv2-online", num_classes=RUNTIME_CLASSES, width_mult=0.5)
+    model = build_model("tsm-mobilenetv2-online", num_classes=RUNTIME_CLASSES, width_mult=0.5, global_rng=True)
     for m in model.modules():
         if isinstance(m, torch.nn.modules.batchnorm._BatchNorm):
             m.momentum = None  # cumulative average over the calibration pass

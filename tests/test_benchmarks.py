@@ -9,9 +9,12 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
 ROOT = Path(__file__).resolve().parent.parent
 
 
+@pytest.mark.slow  # 31 s: compress + export + bench of a tiny model; the verbs each have their own tests
 def test_bench_compress_runs_tiny(tmp_path):
     out = tmp_path / "figures.json"
     proc = subprocess.run(

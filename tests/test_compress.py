@@ -113,7 +113,7 @@ def checkpoint(data, preprocess, tmp_path_factory):
     from edgevid.models.weights import save_checkpoint
 
     torch.manual_seed(0)
-    model = build_model("tsm", num_classes=11, width_mult=WIDTH)
+    model = build_model("tsm", num_classes=11, width_mult=WIDTH, global_rng=True)
     clips = load_clips(data, "train", preprocess, FRAMES, None)
     recalibrate_batchnorm(model, [torch.from_numpy(clips.torch_clips[i:i + 11]) for i in range(0, len(clips), 11)])
     path = tmp_path_factory.mktemp("compress_ckpt") / "tsm.pt"
@@ -362,6 +362,7 @@ def test_recorded_states_differ_from_zero_states_and_calibrate_at_least_as_well(
     assert errors["recorded"] <= errors["zeros"], errors
 
 
+@pytest.mark.slow  # 12 s: NNCF accuracy-controlled quantization
 def test_accuracy_control_keeps_layers_in_float_or_says_the_best_it_reached(fp32_export, streaming, states,
                                                                            calib_clips, val_clips, int8_ort):
     from dataclasses import replace

@@ -62,7 +62,7 @@ def _width(name: str) -> float | None:
 
 def _calibrated(name: str) -> torch.nn.Module:
     torch.manual_seed(0)
-    model = build_model(name, num_classes=CLASSES, width_mult=_width(name))
+    model = build_model(name, num_classes=CLASSES, width_mult=_width(name), global_rng=True)
     clips = [torch.randn(2, FRAMES, 3, SIZE, SIZE) for _ in range(2)]
     return recalibrate_batchnorm(model, clips).eval()
 

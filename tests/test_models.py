@@ -24,7 +24,7 @@ def small(name: str, **kw):
     """A zoo model at test size (narrow MobileNetV2, few classes) whose outputs depend on its input."""
     width = 0.5 if get_config(name).backbone == "mobilenetv2" else None
     torch.manual_seed(0)
-    model = build_model(name, num_classes=CLASSES, width_mult=width, **kw)
+    model = build_model(name, num_classes=CLASSES, width_mult=width, global_rng=True, **kw)
     return recalibrate_batchnorm(model, [torch.randn(2, FRAMES, 3, SIZE, SIZE) for _ in range(2)]).eval()
 
 

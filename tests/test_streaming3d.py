@@ -32,7 +32,7 @@ def _model(name: str, classes: int = 5):
     from edgevid.models.batchnorm import recalibrate_batchnorm
 
     torch.manual_seed(0)
-    model = build_model(name, num_classes=classes)
+    model = build_model(name, num_classes=classes, global_rng=True)  # the seed above draws it
     hold = getattr(model, "hold", None)
     period, offset = (hold.period, hold.offset) if hold else (1, 0)
     c = get_config(name)
@@ -117,6 +117,7 @@ def test_stream_export_in_onnxruntime_and_openvino_equals_the_causal_clip_model(
     assert max(_rel(lost[t], want[t]) for t in want) > 1e-4
 
 
+@pytest.mark.slow  # 17 s
 def test_the_causal_clip_model_of_a_streaming_entry_exports_too(tmp_path):
     """`edgevid report` compares the stream with the clip re-run: the -online entry's clip export must work.
 
@@ -135,6 +136,7 @@ def test_the_causal_clip_model_of_a_streaming_entry_exports_too(tmp_path):
     assert manifest.validation and all(v["passed"] for v in manifest.validation.values())
 
 
+@pytest.mark.slow  # 35 s: NNCF on a 3D stream
 def test_int8_stream_export_of_a_3d_entry_calibrates_on_recorded_states(tmp_path):
     """INT8 for the 3D streams too: NNCF calibrated on the FP32 model's real states, run in ONNX Runtime."""
     from edgevid.data.synth import CLASSES

@@ -383,6 +383,7 @@ def _final_label_hits(artifact: Path, videos: list[tuple[Path, str]], **session_
     return hits
 
 
+@pytest.mark.slow  # 24 s: a compress -> export -> run chain
 def test_compress_export_run_keeps_the_stride_and_the_accuracy(tmp_path: Path) -> None:
     """The regression as a user met it: shipped TSM (stride 2) -> compress -> export -> run.
 

@@ -159,7 +159,7 @@ def test_s3d_global_pool_equals_torchvisions_at_its_own_size():
 
     torch.manual_seed(2)
     ref = torchvision.models.video.s3d(weights=None, num_classes=5).eval()
-    ours = build_model("s3d", num_classes=5).eval()
+    ours = build_model("s3d", num_classes=5, global_rng=True).eval()
     ours.net.load_state_dict(ref.state_dict())
     clip = torch.randn(1, 16, 3, 224, 224)
     with torch.no_grad():

@@ -213,6 +213,7 @@ tr.ref td{{color:#666;font-style:italic}}td.noisy{{background:#fff3cd;cursor:hel
 .legend{{list-style:none;padding:0;margin:.5rem 0;display:flex;flex-wrap:wrap;gap:.2rem 1.5rem;font-size:.85rem}}
 .mk{{font-size:1.1rem}}
 .small{{font-size:.8rem;color:#555}}
+pre.cmd{{background:#f6f6f6;padding:.5rem;font-size:.8rem;white-space:pre-wrap;overflow-wrap:anywhere}}
 """
 
 
@@ -277,6 +278,8 @@ def render_html(report: dict[str, Any]) -> str:
                  f"held-out data: {e(report['data'].get('source', '-'))}</p>")
     if (report.get("verdict") or {}).get("text"):
         parts.append(f"<h2>Verdict</h2><p>{e(report['verdict']['text'])}</p>")
+        if report["verdict"].get("command"):
+            parts.append(f"<pre class=\"cmd\"><code>{e(report['verdict']['command'])}</code></pre>")
     noise = report.get("noise") or {}
     if noise.get("noisy"):
         parts.append(f"<div class=\"warn\"><strong>{e(md.NOISE_TITLE)}</strong>: {_code(md.noise_text(noise))}</div>")

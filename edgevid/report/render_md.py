@@ -158,6 +158,8 @@ def render_markdown(report: dict[str, Any]) -> str:
               f"`{report['checkpoint']}`; held-out data: {report['data'].get('source', '-')}.", ""]
     if (report.get("verdict") or {}).get("text"):
         lines += ["## Verdict", "", report["verdict"]["text"], ""]
+        if report["verdict"].get("command"):
+            lines += ["```bash", report["verdict"]["command"], "```", ""]
     noise = report.get("noise") or {}
     if noise.get("noisy"):
         lines += [f"**{NOISE_TITLE}**: {noise_text(noise)}", ""]
