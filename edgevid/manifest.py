@@ -13,6 +13,9 @@ Schema (version 1), every field JSON-serialisable:
   ``state_out.<path>``, shape for batch 1, dtype, initial value)
 - ``preprocess``: resize (shorter side), centre crop, mean/std (0-1 scale, RGB order), the
   channel order the graph expects, and whether the graph takes raw uint8 frames
+- ``motion`` (optional): for a motion model (TSN's temporal stream) the ``Motion`` the host
+  computes from consecutive sampled frames (optical flow or RGB differences); the graph's
+  frame input is then the motion stack, not a frame
 - ``sampling``: frames per clip and the frame stride
 - ``labels``, ``precision``, ``target`` backend, ``device`` profile
 - ``files``: role -> file name (``onnx``, ``openvino_xml``, ``openvino_bin``, ``engine``)
@@ -61,6 +64,11 @@ MAX_MANIFEST_BYTES = 16 << 20  # a real manifest is a few KiB; read no more than
 MAX_NORM = 1e6  # |mean| and std of preprocessing (0-1 scale): far from overflowing float32
 MIN_STD = 1e-6
 OPENVINO_PRECISIONS = ("f32", "f16", "bf16", "default")  # build.openvino.inference_precision
+MOTION_KINDS = ("flow", "rgbdiff")
+FLOW_ALGORITHMS = ("dis", "farneback", "tvl1")
+DIS_PRESETS = ("ultrafast", "fast", "medium")
+MAX_MOTION_LENGTH = 64  # L: TSN stacks 5 fields; 64 bounds the host ring (2L or 3L channels)
+MAX_FLOW_BOUND = float(MAX_RESIZE)  # px: no displacement exceeds the frame the flow is computed on
 # The values a state's initial value may take in its dtype (float64: any finite number):
 # an init past its dtype overflows when the runtime fills the state, and numpy warns.
 _F32_MAX = 3.4028234663852886e38
@@ -349,6 +357,66 @@ class Sampling:
                    smooth=_int(d.get("smooth", 0), _at(where, "smooth"), 0, MAX_FRAMES))
 
 
+@dataclass(frozen=True)
+class Motion:
+    """A motion input the host computes from consecutive sampled frames (TSN's temporal stream).
+
+    ``kind`` ``"flow"``: L optical-flow fields, 2L channels (u1, v1, ..., uL, vL, oldest first),
+    computed with ``algorithm`` (``preset`` for DIS) and quantised to uint8 with ``bound`` px as
+    TSN stores flow images; ``"rgbdiff"``: L differences of normalised RGB frames, 3L channels.
+    Checked when made, so a typo in a zoo entry fails at import, not in a deployed runtime.
+    """
+
+    kind: str  # "flow" | "rgbdiff"
+    length: int = 5  # L
+    algorithm: str = ""  # flow only: "dis" | "farneback" | "tvl1"
+    preset: str = ""  # dis only: "ultrafast" | "fast" | "medium"
+    bound: float = 20.0  # flow only: px; |u|, |v| clipped to it, mapped linearly to uint8 0..255
+    # A two-stream model's input: the current frame's normalised RGB (3 channels) first, then the
+    # stack, so both streams run as one graph on one input (its output: the fused scores' log).
+    rgb: bool = False
+
+    def __post_init__(self) -> None:
+        _check_motion(self.kind, self.length, self.algorithm, self.preset, self.bound, "motion")
+        _bool(self.rgb, "motion.rgb")
+        object.__setattr__(self, "bound", float(self.bound))  # frozen; a JSON 20 reads as 20.0
+
+    @property
+    def channels(self) -> int:
+        """Channels of one motion stack: 2L (flow: u, v per field) or 3L (rgbdiff: RGB per difference),
+        plus 3 in front with ``rgb``."""
+        return (2 if self.kind == "flow" else 3) * self.length + (3 if self.rgb else 0)
+
+    @classmethod
+    def from_dict(cls, data: Any, where: str = "motion") -> Motion:
+        """Parse and check a manifest's motion object (one ManifestError naming the field)."""
+        d = _fields(cls, data, where)
+        values = (d["kind"], d.get("length", 5), d.get("algorithm", ""), d.get("preset", ""), d.get("bound", 20.0))
+        _check_motion(*values, where)
+        return cls(*values, rgb=_bool(d.get("rgb", False), _at(where, "rgb")))
+
+
+def _check_motion(kind: Any, length: Any, algorithm: Any, preset: Any, bound: Any, where: str) -> None:
+    """The rules a ``Motion`` obeys, whether made in code or read from a manifest (``where``: its field path)."""
+    kind = _str(kind, _at(where, "kind"), choices=MOTION_KINDS)
+    _int(length, _at(where, "length"), 1, MAX_MOTION_LENGTH)
+    algorithm = _str(algorithm, _at(where, "algorithm"))
+    preset = _str(preset, _at(where, "preset"))
+    if kind == "flow":
+        _str(algorithm, _at(where, "algorithm"), choices=FLOW_ALGORITHMS)
+        if algorithm == "dis":
+            _str(preset, _at(where, "preset"), choices=DIS_PRESETS)
+        elif preset:
+            raise _Invalid(_at(where, "preset"), f"is for dis only, got {_show(preset)} with {algorithm}")
+        if not _num(bound, _at(where, "bound"), 0.0, MAX_FLOW_BOUND) > 0:
+            raise _Invalid(_at(where, "bound"), f"must be > 0 px, got {_show(bound)}")
+    else:
+        for name, value in (("algorithm", algorithm), ("preset", preset)):
+            if value:
+                raise _Invalid(_at(where, name), f"is for flow only, got {_show(value)} with rgbdiff")
+        _num(bound, _at(where, "bound"))
+
+
 @dataclass
 class Manifest:
     """Everything the runtime needs to run an exported model."""
@@ -369,6 +437,7 @@ class Manifest:
     provenance: dict[str, Any] = field(default_factory=dict)
     validation: dict[str, Any] = field(default_factory=dict)
     build: dict[str, Any] = field(default_factory=dict)
+    motion: Motion | None = None  # set: the frame input is the motion stack the host computes
     schema_version: int = SCHEMA_VERSION
     edgevid_version: str = __version__
 
@@ -394,8 +463,11 @@ class Manifest:
         return [s.output for s in self.states]
 
     def to_dict(self) -> dict[str, Any]:
-        """JSON-ready dict."""
-        return asdict(self)
+        """JSON-ready dict (no ``motion`` key for an RGB model: its manifest reads as before)."""
+        data = asdict(self)
+        if data["motion"] is None:
+            del data["motion"]
+        return data
 
     @classmethod
     def from_dict(cls, data: Any, source: str = MANIFEST_NAME) -> Manifest:
@@ -488,7 +560,22 @@ def _manifest_fields(cls: type, data: dict[str, Any]) -> dict[str, Any]:
                      choices=OPENVINO_PRECISIONS if target == "openvino" else None)
     for key in ("provenance", "validation", "build"):
         _check_text(out[key], key)
+    if d.get("motion") is not None:
+        out["motion"] = _motion_for(Motion.from_dict(d["motion"]), out)
     return out
+
+
+def _motion_for(motion: Motion, fields: dict[str, Any]) -> Motion:
+    """``motion`` if the frame input holds its stacks: (N, [T,] channels, crop, crop) float."""
+    frame, crop = fields["inputs"][0], fields["preprocess"].crop
+    if fields["preprocess"].uint8_input:
+        raise _Invalid("preprocess.uint8_input", "must be false for a motion model (it takes float motion stacks)")
+    want = [motion.channels, crop, crop]
+    got = frame.shape[-3:]
+    if len(frame.shape) < 4 or any(isinstance(g, int) and g != w for g, w in zip(got, want)):
+        raise _Invalid("inputs[0].shape", f"must end in {want} (motion {motion.kind} of length {motion.length} "
+                                          f"at crop {crop}), got {_show(frame.shape)}")
+    return motion
 
 
 def sha256_file(path: str | os.PathLike, chunk: int = 1 << 20) -> str:

@@ -42,15 +42,18 @@ _DEFAULT_RESNET = ("tsm-resnet50-online", "stream")
 
 
 def _marked(name: str, mode: str):
-    heavy = get_config(name).backbone == "resnet50" and (name, mode) != _DEFAULT_RESNET
+    # RGB differences share every export line with flow (a motion stack of other channels): slow.
+    motion = get_config(name).motion
+    heavy = (get_config(name).backbone == "resnet50" and (name, mode) != _DEFAULT_RESNET) or \
+        (motion is not None and motion.kind == "rgbdiff")
     return pytest.param(name, mode, marks=pytest.mark.slow) if heavy else pytest.param(name, mode)
 
 
 # The 2D families (frame backbones with per-frame scores); the 3D CNNs have their own sweep in test_zoo3d.py.
 FRAME_MODELS = [c for c in list_models() if c.family in ("tsm", "tsn")]
 ZOO = [_marked(c.name, mode) for c in FRAME_MODELS for mode in (("clip", "stream") if c.can_stream else ("clip",))]
-STREAMING = [pytest.param(c.name, marks=pytest.mark.slow) if c.backbone == "resnet50" else c.name
-             for c in FRAME_MODELS if c.can_stream]
+STREAMING = [pytest.param(c.name, marks=pytest.mark.slow) if c.backbone == "resnet50" or
+             (c.motion is not None and c.motion.kind == "rgbdiff") else c.name for c in FRAME_MODELS if c.can_stream]
 ONLINE_TSM = "tsm-mobilenetv2-online"  # the cheapest streaming model with states
 MBV2_SHIFT_BUFFERS = 10  # the official online demo's 10 buffers (MODELS.md)
 RESNET50_SHIFT_BUFFERS = 3 + 4 + 6 + 3  # one per Bottleneck
@@ -63,7 +66,8 @@ def _width(name: str) -> float | None:
 def _calibrated(name: str) -> torch.nn.Module:
     torch.manual_seed(0)
     model = build_model(name, num_classes=CLASSES, width_mult=_width(name), global_rng=True)
-    clips = [torch.randn(2, FRAMES, 3, SIZE, SIZE) for _ in range(2)]
+    motion = get_config(name).motion  # a flow / RGB-difference stack instead of RGB
+    clips = [torch.randn(2, FRAMES, motion.channels if motion else 3, SIZE, SIZE) for _ in range(2)]
     return recalibrate_batchnorm(model, clips).eval()
 
 
@@ -101,7 +105,7 @@ def artifact(checkpoint, tmp_path_factory):
 
 def _fresh_inputs(manifest: Manifest, seed: int = 7) -> validate.ValidationInputs:
     """Clips the export's own validation did not see."""
-    return validate.make_inputs(manifest.preprocess, FRAMES, clips=2, seed=seed)
+    return validate.make_inputs(manifest.preprocess, FRAMES, clips=2, seed=seed, motion=manifest.motion)
 
 
 def _peak_close(got: np.ndarray, want: np.ndarray, tol: float) -> None:
@@ -169,7 +173,8 @@ def test_streaming_io_names_and_state_shapes_are_the_documented_ones(name, artif
             graph = by_name[graph_name]
             assert graph.shape[0] == "N" and state.shape[0] == 1
             assert graph.shape[1:] == state.shape[1:] and graph.dtype == state.dtype
-    assert inputs[0].shape == ["N", 3, SIZE, SIZE] and outputs[0].shape == ["N", CLASSES]
+    channels = manifest.motion.channels if manifest.motion else 3  # a flow stack: 2L
+    assert inputs[0].shape == ["N", channels, SIZE, SIZE] and outputs[0].shape == ["N", CLASSES]
 
 
 def test_manifest_metadata_and_provenance(artifact, checkpoint):

@@ -25,7 +25,13 @@ def small(name: str, **kw):
     width = 0.5 if get_config(name).backbone == "mobilenetv2" else None
     torch.manual_seed(0)
     model = build_model(name, num_classes=CLASSES, width_mult=width, global_rng=True, **kw)
-    return recalibrate_batchnorm(model, [torch.randn(2, FRAMES, 3, SIZE, SIZE) for _ in range(2)]).eval()
+    return recalibrate_batchnorm(model, [torch.randn(2, FRAMES, _channels(name), SIZE, SIZE) for _ in range(2)]).eval()
+
+
+def _channels(name: str) -> int:
+    """Input channels per frame: 3 (RGB), or a flow / RGB-difference stack's."""
+    motion = get_config(name).motion
+    return motion.channels if motion is not None else 3
 
 
 def reference_bidirectional(x: torch.Tensor, t: int, div: int = 8) -> torch.Tensor:
@@ -84,7 +90,7 @@ def test_streaming_equals_causal_clip_per_frame(name):
     model = small(name)
     stream = to_streaming(model)
     torch.manual_seed(3)
-    clip = torch.randn(2, FRAMES, 3, SIZE, SIZE)
+    clip = torch.randn(2, FRAMES, _channels(name), SIZE, SIZE)
     with torch.no_grad():
         reference = model.forward_frames(clip)
         states = stream.initial_states(SIZE, batch=2)

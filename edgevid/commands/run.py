@@ -164,16 +164,22 @@ def _check_output(out: str, video: str | None, force: bool) -> None:
 
 
 def _too_short(runner: Any, frames: int, name: str, max_frames: int | None) -> str:
-    sampling = runner.manifest.sampling
-    t, stride = sampling.frames, sampling.stride
-    needed = (t - 1) * stride + 1
     from edgevid.wording import every_nth
 
+    manifest = runner.manifest
+    sampling, motion = manifest.sampling, manifest.motion
+    stride = sampling.stride
+    # A clip model needs T sampled frames; a motion input (flow, RGB differences) L more before
+    # its first stack (so a motion stream needs L + 1).
+    t = (sampling.frames if manifest.mode == "clip" else 1) + (motion.length if motion is not None else 0)
+    needed = (t - 1) * stride + 1
+    what = "the clip model needs" if motion is None else \
+        f"its {motion.kind} input {'and clip need' if manifest.mode == 'clip' else 'needs'}"
     every = f"{every_nth(stride)}, " if stride > 1 else ""
     if max_frames is not None and frames >= max_frames:
-        return (f"--max-frames {max_frames} stops before the first prediction: the clip model needs {t} sampled "
-                f"frames ({every}at least {needed} frames)")
-    return f"{name} has {frames} frames; the clip model needs {t} sampled frames ({every}at least {needed} frames)"
+        return (f"--max-frames {max_frames} stops before the first prediction: {what} {t} sampled frames "
+                f"({every}at least {needed} frames)")
+    return f"{name} has {frames} frames; {what} {t} sampled frames ({every}at least {needed} frames)"
 
 
 def _gate(args: argparse.Namespace) -> Any:
@@ -276,6 +282,8 @@ def run(args: argparse.Namespace) -> int:
                     predictions += 1
                     warmup += pred.warmup
                     stages["preprocess"].add(pred.latency_ms["preprocess"])
+                    if "motion" in pred.latency_ms:  # flow / RGB differences computed on the host
+                        stages.setdefault("motion", LatencyStats()).add(pred.latency_ms["motion"])
                     stages["infer"].add(pred.latency_ms["infer"])
                     printer.show(pred)
                 if writer is not None:
@@ -295,7 +303,8 @@ def run(args: argparse.Namespace) -> int:
             source.close()
             session.close()
         skipped = getattr(source, "skipped", 0)
-        if predictions == 0 and frames > 0 and not interrupted and runner.manifest.mode == "clip":
+        if predictions == 0 and frames > 0 and not interrupted and \
+                (runner.manifest.mode == "clip" or runner.manifest.motion is not None):
             if writer is not None:
                 writer.discard()
             raise EdgevidError(_too_short(runner, frames, source.name, args.max_frames))

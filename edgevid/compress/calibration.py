@@ -90,8 +90,11 @@ def default_calibration_data(progress: bool = False) -> Path:
 
 def load_clips(data: str | os.PathLike | None, split: str, preprocess: Preprocess, frames: int,
                count: int | None, *, sampling: str = "segment", stride: int = 1,
-               strict: bool = True) -> LabelledClips:
+               strict: bool = True, motion: Any = None) -> LabelledClips:
     """``count`` clips (all if None) of ``split``, spread over the classes, preprocessed.
+
+    ``motion`` (flow / RGB-difference models): each clip is ``frames`` motion stacks made by
+    ``edgevid.runtime.motion.motion_inputs`` from ``frames + L`` consecutive frames at ``stride``.
 
     Clips are taken round-robin over the classes in file order (deterministic), so a small
     ``count`` still covers every class. Unreadable videos are skipped; none readable, an
@@ -106,7 +109,9 @@ def load_clips(data: str | os.PathLike | None, split: str, preprocess: Preproces
         raise CalibrationError(f"--calib-size must be at least 1, got {count}")
     root = Path(data) if data is not None else default_calibration_data()
     try:
-        dataset = open_dataset(root, split, ClipSampler(frames, mode=sampling, stride=stride), on_error="skip")
+        sampler = ClipSampler(frames + motion.length, mode="dense", stride=stride) if motion is not None else \
+            ClipSampler(frames, mode=sampling, stride=stride)
+        dataset = open_dataset(root, split, sampler, on_error="skip")
     except EdgevidError as exc:
         raise CalibrationError(f"calibration data {root}: {exc}") from exc
     available = len(dataset)
@@ -120,6 +125,13 @@ def load_clips(data: str | os.PathLike | None, split: str, preprocess: Preproces
     torch_clips, graph_clips, labels = [], [], []
     for i in order:
         video, label = dataset.load(i)
+        if motion is not None:
+            from edgevid.runtime.motion import motion_inputs
+
+            torch_clips.append(motion_inputs(list(video), motion, preprocess))
+            graph_clips.append(torch_clips[-1])
+            labels.append(label)
+            continue
         torch_clips.append(preprocess_clip(video, float_spec))
         graph_clips.append(preprocess_clip(video, preprocess) if preprocess.uint8_input else torch_clips[-1])
         labels.append(label)

@@ -67,7 +67,7 @@ def check_int8_options(precision: str, calib: str | os.PathLike | None, calib_si
 def quantize_for_export(proto: onnx.ModelProto, *, streaming: Any, states: list[StatePair], mode: str,
                         preprocess: Preprocess, frames: int, target: str, calib: str | os.PathLike | None = None,
                         calib_size: int | None = None, max_accuracy_drop: float | None = None,
-                        measure: bool = True) -> Int8Result:
+                        measure: bool = True, motion: Any = None, stride: int = 1) -> Int8Result:
     """INT8 QDQ version of ``proto`` for ``target``, its report, and clips to validate it on.
 
     - ``calib``: dataset folder (default: the built-in synthetic set), ``train`` split;
@@ -76,6 +76,8 @@ def quantize_for_export(proto: onnx.ModelProto, *, streaming: Any, states: list[
     - ``max_accuracy_drop``: accuracy-controlled quantization against the ``val`` split.
     - ``measure``: FP32 vs INT8 on the ``val`` split (up to 66 clips; a dataset without a
       val split uses all its videos).
+    - ``motion`` (flow / RGB-difference models): calibrated on real motion stacks of the
+      videos (``frames + L`` consecutive frames at ``stride``), as the runtime computes them.
     """
     from edgevid.compress import calibration as cal
     from edgevid.compress.evaluate import agreement, predict
@@ -84,10 +86,10 @@ def quantize_for_export(proto: onnx.ModelProto, *, streaming: Any, states: list[
     from edgevid.export.validate import ValidationInputs
 
     size = calib_size if calib_size is not None else cal.DEFAULT_CALIB_CLIPS
-    clips = cal.load_clips(calib, "train", preprocess, frames, size)
+    clips = cal.load_clips(calib, "train", preprocess, frames, size, motion=motion, stride=stride)
     samples = cal.stream_samples(streaming, states, clips) if mode == "stream" else cal.clip_samples(clips)
     val = cal.load_clips(calib, "val", preprocess, frames, cal.DEFAULT_VAL_CLIPS if measure else VALIDATION_CLIPS,
-                         strict=False)
+                         strict=False, motion=motion, stride=stride)
     if max_accuracy_drop is not None:
         result = quantize_with_accuracy_control(proto, samples, val, mode=mode, states=states, target=target,
                                                 max_drop=max_accuracy_drop)

@@ -83,6 +83,11 @@ def plan_export(config: Any, out_dir: str | os.PathLike | None, *, mode: str | N
     _check_numbers(frames, size, batch, num_classes, width_mult, tolerance)
     if batch is None and target_spec.static_shapes:
         batch = 1
+    if uint8_input and getattr(config, "motion", None) is not None:
+        # The graph's input is a stack of flow fields or frame differences the host computes,
+        # not camera pixels: there is nothing for an in-graph uint8 normalisation to take.
+        raise EdgevidError(f"--uint8-input applies to models that take camera frames; {config.name} takes a "
+                           f"{config.motion.kind} stack the runtime computes")
     if mode == "stream" and batch not in (None, 1):
         raise EdgevidError("a streaming export runs one stream per call: use batch 1 (or a dynamic batch)")
     out = check_destination(

@@ -362,6 +362,11 @@ def write_repository(artifact: str | os.PathLike, repository: str | os.PathLike,
     if m.mode != "stream":
         raise EdgevidError(f"{artifact} is a {m.mode}-mode artifact: a Triton sequence model needs a stream export "
                            "(edgevid export --mode stream)")
+    if m.motion is not None:
+        # The motion input (flow fields of consecutive frames) is host state a sequence model would
+        # have to keep per correlation ID on the client: not built; edgevid run computes it locally.
+        raise EdgevidError(f"{artifact} takes a {m.motion.kind} input computed from consecutive frames, which a "
+                           "Triton repository does not compute yet: run it with edgevid run (local runtime)")
     if backend == "openvino" and not art.has_file("openvino_xml"):
         raise EdgevidError(f"{artifact} has no OpenVINO IR: export it with --target openvino")
     if flavour == "production" and m.inputs[0].shape[0] != "N":

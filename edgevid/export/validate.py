@@ -49,17 +49,28 @@ class ValidationInputs:
     source: str  # where the frames came from, for the manifest
 
 
-def make_inputs(preprocess: Preprocess, frames: int, clips: int = DEFAULT_CLIPS, seed: int = 0) -> ValidationInputs:
+def make_inputs(preprocess: Preprocess, frames: int, clips: int = DEFAULT_CLIPS, seed: int = 0,
+                motion: Any = None) -> ValidationInputs:
     """``clips`` clips of the built-in synthetic data, preprocessed for torch and for the graph.
 
     Each clip is a different class, rendered 25% larger than the resize so the host resize
-    and centre crop are part of what is compared.
+    and centre crop are part of what is compared. With ``motion`` (a flow / RGB-difference
+    model) each clip is ``frames`` motion stacks computed by ``edgevid.runtime.motion`` from
+    ``frames + L`` rendered frames, as the runtime computes them.
     """
     from edgevid.data.synth import CLASSES, clip_rng, render_clip
 
     size = int(round(preprocess.resize * 1.25))
     labels = [CLASSES[i % len(CLASSES)] for i in range(clips)]
-    videos = [render_clip(label, clip_rng(seed, i, 0), size=size, frames=frames)[0] for i, label in enumerate(labels)]
+    extra = motion.length if motion is not None else 0
+    videos = [render_clip(label, clip_rng(seed, i, 0), size=size, frames=frames + extra)[0]
+              for i, label in enumerate(labels)]
+    if motion is not None:
+        from edgevid.runtime.motion import motion_inputs
+
+        stacks = np.stack([motion_inputs(list(v), motion, preprocess) for v in videos])
+        return ValidationInputs(stacks, stacks, f"{clips} built-in synthetic clips ({', '.join(labels)}), {frames} "
+                                f"{motion.kind} stacks of {motion.length} from {frames + extra} frames, seed {seed}")
     float_spec = replace(preprocess, uint8_input=False)
     torch_clips = np.stack([preprocess_clip(v, float_spec) for v in videos])
     graph_clips = np.stack([preprocess_clip(v, preprocess) for v in videos]) if preprocess.uint8_input else torch_clips

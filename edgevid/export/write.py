@@ -35,7 +35,7 @@ class GraphQuantizer(Protocol):
     """
 
     def __call__(self, proto: Any, *, streaming: Any, states: list[StatePair], mode: str, preprocess: Preprocess,
-                 frames: int, target: str) -> Any: ...
+                 frames: int, target: str, motion: Any = None, stride: int = 1) -> Any: ...
 
 
 def write_export(work: Path, plan: ExportPlan, net: Any, streaming: Any, weights: dict[str, Any], frames: int,
@@ -52,14 +52,15 @@ def write_export(work: Path, plan: ExportPlan, net: Any, streaming: Any, weights
 
     states = [] if streaming is None else [
         StatePair(s.path, list(s.shape), str(s.dtype).removeprefix("torch."), s.init) for s in streaming.state_specs(size)]
-    inputs, outputs = _graph_io(plan, frames, size, net.num_classes, states)
+    motion = getattr(net.config, "motion", None)  # flow / RGB-difference stacks: the graph's frame input
+    inputs, outputs = _graph_io(plan, frames, size, net.num_classes, states, motion.channels if motion else 3)
     manifest = Manifest(
         model=plan.model, family=net.config.family, mode=plan.mode, inputs=inputs, outputs=outputs,
         preprocess=preprocess, sampling=Sampling(frames=frames, stride=net.config.frame_stride,
                                                       smooth=net.config.stream_smooth if plan.mode == "stream" else 0),
         labels=list(net.labels),
         states=states, precision=plan.precision, target=plan.target.name, device=plan.device,
-        files={"onnx": ONNX_FILE},
+        files={"onnx": ONNX_FILE}, **({"motion": motion} if motion is not None else {}),
     )
     fp16_in_graph = plan.precision == "fp16" and plan.target.name != "openvino"
     proto = _onnx_graph(plan, manifest, net, streaming, frames, size, fp16_in_graph, status)
@@ -67,7 +68,8 @@ def write_export(work: Path, plan: ExportPlan, net: Any, streaming: Any, weights
     if quantizer is not None:
         with status.stage(f"quantizing to INT8 for {plan.target.name} (NNCF, calibrated on real video)"):
             int8_result = quantizer(proto, streaming=streaming, states=manifest.states, mode=plan.mode,
-                                    preprocess=manifest.preprocess, frames=frames, target=plan.target.name)
+                                    preprocess=manifest.preprocess, frames=frames, target=plan.target.name,
+                                    **({"motion": motion, "stride": manifest.sampling.stride} if motion else {}))
         proto = int8_result.model
         if int8_result.states is not None:  # the INT8 graph carries its states differently (integer, NHWC)
             manifest.states = int8_result.states
@@ -100,11 +102,11 @@ def write_export(work: Path, plan: ExportPlan, net: Any, streaming: Any, weights
     return manifest
 
 
-def _graph_io(plan: ExportPlan, frames: int, size: int, classes: int,
-              states: list[StatePair]) -> tuple[list[TensorSpec], list[TensorSpec]]:
+def _graph_io(plan: ExportPlan, frames: int, size: int, classes: int, states: list[StatePair],
+              channels: int = 3) -> tuple[list[TensorSpec], list[TensorSpec]]:
     n: int | str = plan.batch if plan.batch is not None else "N"
     dtype = "uint8" if plan.uint8_input else "float32"
-    image = [size, size, 3] if plan.uint8_input else [3, size, size]
+    image = [size, size, 3] if plan.uint8_input else [channels, size, size]
     layout = "HWC" if plan.uint8_input else "CHW"
     if plan.mode == "clip":
         inputs = [TensorSpec("frames", [n, frames, *image], dtype, "NT" + layout)]
@@ -113,7 +115,8 @@ def _graph_io(plan: ExportPlan, frames: int, size: int, classes: int,
     return inputs, [TensorSpec("logits", [n, classes], "float32", "NC")]
 
 
-def _example_inputs(plan: ExportPlan, frames: int, size: int, states: list[StatePair]) -> tuple[Any, ...]:
+def _example_inputs(plan: ExportPlan, frames: int, size: int, states: list[StatePair],
+                    channels: int = 3) -> tuple[Any, ...]:
     import torch
 
     # A dynamic batch is traced with 2: torch.export specialises a size-1 axis to a constant.
@@ -123,7 +126,7 @@ def _example_inputs(plan: ExportPlan, frames: int, size: int, states: list[State
     if plan.uint8_input:
         x = torch.randint(0, 256, (*lead, size, size, 3), dtype=torch.uint8, generator=gen)
     else:
-        x = torch.randn(*lead, 3, size, size, generator=gen)
+        x = torch.randn(*lead, channels, size, size, generator=gen)
     return (x, *[torch.full((b, *s.shape[1:]), s.init) for s in states])
 
 
@@ -137,7 +140,8 @@ def _onnx_graph(plan: ExportPlan, manifest: Manifest, net: Any, streaming: Any, 
     input_names = [t.name for t in manifest.inputs] + manifest.state_input_names
     output_names = [t.name for t in manifest.outputs] + manifest.state_output_names
     with status.stage(f"exporting {plan.mode} graph to ONNX opset {plan.opset} (torch.onnx dynamo + onnxslim)"):
-        proto = onnx_export.export_onnx(graph, _example_inputs(plan, frames, size, manifest.states), input_names,
+        channels = manifest.motion.channels if getattr(manifest, "motion", None) else 3
+        proto = onnx_export.export_onnx(graph, _example_inputs(plan, frames, size, manifest.states, channels), input_names,
                                         output_names, opset=plan.opset, dynamic_batch=plan.batch is None)
     if fp16_in_graph:
         from edgevid.export.precision import convert_to_fp16
@@ -163,7 +167,7 @@ def _validate_all(work: Path, manifest: Manifest, plan: ExportPlan, net: Any, st
     from edgevid.export import validate as check
     from edgevid.runtime.crosscheck import state_encodings
 
-    inputs = inputs or check.make_inputs(manifest.preprocess, manifest.sampling.frames)
+    inputs = inputs or check.make_inputs(manifest.preprocess, manifest.sampling.frames, motion=getattr(manifest, "motion", None))
     backends = list(plan.target.validate_with) + (["tensorrt"] if "engine" in manifest.files else [])
     for backend in backends:
         # An fp32 ONNX keeps the fp32 tolerance even in an fp16 OpenVINO export (whose IR is fp16).

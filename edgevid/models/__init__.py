@@ -22,7 +22,7 @@ _FROM_CHECKPOINT: dict[str, tuple[type, float, float]] = {
 }
 
 
-_WIDTH_FAMILIES = ("tsm", "tsn", "lrcn")
+_WIDTH_FAMILIES = ("tsm", "tsn", "lrcn", "two-stream")
 
 
 class LabelsWarning(EdgevidWarning):
@@ -142,6 +142,11 @@ def build_model(name: str | ModelConfig, checkpoint: str | os.PathLike | None = 
     if state is not None:
         weights.load_state(model, state, source=source)
         config = replace(config, num_classes=model.num_classes)
+        fusion = (meta.get("config") or {}).get("fusion") if isinstance(meta.get("config"), dict) else None
+        if fusion is not None and hasattr(model, "fusion"):  # a two-stream checkpoint's own weights
+            from edgevid.models.two_stream import check_fusion
+
+            model.fusion = check_fusion(fusion)
     if len(labels) != config.num_classes:
         if labels:
             warnings.warn(LabelsWarning(

@@ -74,20 +74,32 @@ def _measure(config: Any) -> dict[str, Any]:
 
     with torch.device("meta"):
         model = resolve_builder(config)(config).eval()
-        clip = torch.empty(1, config.frames, 3, config.input_size, config.input_size)
+    # A two-stream model (``.streams``: RGB and flow TSN) takes a clip per stream and steps each.
+    streams = list(getattr(model, "streams", {"": model}).values())
+    size = config.input_size
+    with torch.device("meta"):  # C channels per frame: 3 (RGB), or the motion stack's (flow: 2L)
+        clips = [torch.empty(1, config.frames, _channels(s), size, size) for s in streams]
     with FlopCounterMode(display=False) as counter, torch.no_grad():
-        model(clip)
+        model(*clips)
     per_frame = None
     if config.can_stream:
         from edgevid.models.streaming import to_streaming
 
-        streaming = to_streaming(model)
-        with torch.device("meta"):
-            frame = torch.empty(1, 3, config.input_size, config.input_size)
-            with torch.no_grad():
-                _, *states = streaming(frame)  # zero states' shapes: one probe step
-        with FlopCounterMode(display=False) as step, torch.no_grad():
-            streaming(frame, *states)
-        per_frame = round(step.get_total_flops() / 2e9, 3)
+        per_frame = 0.0
+        for stream in streams:
+            streaming = to_streaming(stream)
+            with torch.device("meta"):
+                frame = torch.empty(1, _channels(stream), size, size)
+                with torch.no_grad():
+                    _, *states = streaming(frame)  # zero states' shapes: one probe step
+            with FlopCounterMode(display=False) as step, torch.no_grad():
+                streaming(frame, *states)
+            per_frame += step.get_total_flops() / 2e9
+        per_frame = round(per_frame, 3)
     return {"params": int(sum(p.numel() for p in model.parameters())),
             "gmacs_per_clip": round(counter.get_total_flops() / 2e9, 3), "gmacs_per_frame": per_frame}
+
+
+def _channels(model: Any) -> int:
+    """Channels of one input frame: a frame backbone's first conv (RGB 3, flow 2L, RGB differences 3L), else 3."""
+    return getattr(model, "in_channels", 3)

@@ -17,6 +17,13 @@ function, so no separate ``-mmaction2`` entry is needed:
 - ``ActionDataPreprocessor`` mean / std (123.675, 116.28, 103.53) / (58.395, 57.12, 57.375) on
   0-255 are ImageNet's on 0-1, the entries' own; frames are RGB (no ``to_rgb`` flip).
 
+- TSN flow (``recognition/tsn/tsn_imagenet-pretrained-r50_8xb32_5x1x3-110e_kinetics400-flow.py``):
+  the same ResNet with ``in_channels=2 * clip_len`` (conv1 of 2L channels, nothing else differs), so
+  its checkpoints take the same renaming into ``tsn-flow-resnet50``. Its input is L flow images per
+  segment, u and v interleaved, oldest first (``RawFrameDecode`` stacks each frame's x and y images,
+  ``FormatShape('NCHW')`` with modality Flow reshapes (L, 2, H, W) to (2L, H, W)), normalised with
+  mean 128 / std 128 on 0-255: ``edgevid.runtime.motion``'s stack.
+
 ``from_mmaction2`` renames a checkpoint's keys (``{"state_dict": {"backbone.*", "cls_head.*"},
 "meta": ...}`` as MMEngine saves it) to torchvision's names; ``weights.to_our_layout`` calls it.
 ``CONFIGS`` names the MMAction2 config of every public checkpoint the entries list.

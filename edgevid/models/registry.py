@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import Any
 
 from edgevid.errors import EdgevidError
+from edgevid.manifest import Motion
 
 WEIGHTS_DIR = Path(__file__).resolve().parent.parent / "weights"
 
@@ -81,6 +82,7 @@ class ModelConfig:
     width_mult: float = 1.0
     can_stream: bool = False
     stream_smooth: int = 0  # predictions a stream averages by default (0: the clip length; 1: the model pools itself)
+    motion: Motion | None = None  # a motion input the host computes (TSN's temporal stream); None: RGB frames
     description: str = ""
     weights: tuple[WeightsSpec, ...] = ()
 
@@ -115,9 +117,9 @@ _REGISTRY: dict[str, ModelConfig] = {}
 _ALIASES: dict[str, str] = {}
 # A model family is one file (blocks, model class, registered builders); importing it
 # registers its entries. A new family adds one line here.
-_FAMILY_MODULES = ("edgevid.models.tsm", "edgevid.models.tsn", "edgevid.models.video3d", "edgevid.models.c3d",
-                   "edgevid.models.i3d", "edgevid.models.x3d", "edgevid.models.slowfast", "edgevid.models.online3d",
-                   "edgevid.models.lrcn", "edgevid.models.mmaction_zoo")
+_FAMILY_MODULES = ("edgevid.models.tsm", "edgevid.models.tsn", "edgevid.models.two_stream", "edgevid.models.video3d",
+                   "edgevid.models.c3d", "edgevid.models.i3d", "edgevid.models.x3d", "edgevid.models.slowfast",
+                   "edgevid.models.online3d", "edgevid.models.lrcn", "edgevid.models.mmaction_zoo")
 
 
 def register(config: ModelConfig, aliases: tuple[str, ...] = ()) -> ModelConfig:

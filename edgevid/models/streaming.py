@@ -102,10 +102,11 @@ class StreamingModel(nn.Module):
 
     @torch.no_grad()
     def state_specs(self, input_size: int | tuple[int, int]) -> list[StateSpec]:
-        """The states for a (1, 3, H, W) frame, found by one probe step from zeros."""
+        """The states for a (1, C, H, W) frame (C: 3, or a motion stack's channels), found by one probe
+        step from zeros."""
         h, w = (input_size, input_size) if isinstance(input_size, int) else input_size
         param = next(self.model.parameters())
-        frame = torch.zeros(1, 3, h, w, dtype=param.dtype, device=param.device)
+        frame = torch.zeros(1, getattr(self.model, "in_channels", 3), h, w, dtype=param.dtype, device=param.device)
         was_training = self.model.training
         self.model.eval()
         try:

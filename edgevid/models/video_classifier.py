@@ -12,10 +12,12 @@ from edgevid.models.temporal_shift import TemporalShift
 class VideoClassifier(nn.Module):
     """Scores every frame with ``backbone`` + ``fc`` and averages the frame scores.
 
-    - ``forward(clip)``: (N, T, 3, H, W) -> (N, classes), the clip score.
-    - ``forward_frames(clip)``: (N, T, 3, H, W) -> (N, T, classes), per-frame scores.
-    - ``forward_step(frame)``: (N, 3, H, W) -> (N, classes), one frame of the online form
+    - ``forward(clip)``: (N, T, C, H, W) -> (N, classes), the clip score.
+    - ``forward_frames(clip)``: (N, T, C, H, W) -> (N, T, classes), per-frame scores.
+    - ``forward_step(frame)``: (N, C, H, W) -> (N, classes), one frame of the online form
       (used by ``StreamingModel``, which feeds the temporal states).
+
+    C is 3 (RGB), or a motion stack's channels for a TSN temporal stream (``in_channels``).
     """
 
     def __init__(self, backbone: nn.Module, feature_dim: int, num_classes: int, dropout: float = 0.5,
@@ -31,6 +33,16 @@ class VideoClassifier(nn.Module):
     def num_classes(self) -> int:
         """Number of output classes."""
         return self.fc.out_features
+
+    @property
+    def stem(self) -> tuple[str, nn.Conv2d]:
+        """(module path, module) of the first convolution: the one that sees the input channels."""
+        return next((name, m) for name, m in self.named_modules() if isinstance(m, nn.Conv2d))
+
+    @property
+    def in_channels(self) -> int:
+        """Channels of one input frame: 3 (RGB), 2L (flow) or 3L (RGB differences)."""
+        return self.stem[1].in_channels
 
     def reset_classifier(self, num_classes: int) -> None:
         """Replace the head with a fresh one for ``num_classes`` classes."""

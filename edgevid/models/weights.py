@@ -7,7 +7,8 @@ Understood layouts:
 - the official TSM repository: ``{"state_dict": ...}`` with ``module.base_model.*``, a
   ``.net`` inside every shifted conv and ``module.new_fc.*`` as the classifier; its
   MobileNetV2 keeps the InvertedResidual convs in one flat Sequential (``conv.0..7``);
-- MMAction2 1.x's TSN / TSM (``backbone.*`` ConvModules, ``cls_head.fc_cls.*``): ``mmaction_2d``;
+- MMAction2 1.x's TSN / TSM (``backbone.*`` ConvModules, ``cls_head.fc_cls.*``), its TSN-flow
+  included (conv1 of 2L input channels): ``mmaction_2d``;
 - the official online demo's MobileNetV2: plain ``features.*`` / ``classifier.*`` keys;
 - the 3D families' public layouts (torchvision video models, PyTorchVideo's X3D / SlowFast
   ``model_state``, classic C3D, 2D ImageNet ResNet-50 inflated for I3D): their wrapper maps
@@ -132,7 +133,9 @@ def load_state(model: nn.Module, state: dict[str, torch.Tensor], source: str = "
     """Load ``state`` (any supported layout) into ``model`` strictly, with clear errors.
 
     The classifier follows the checkpoint: a head of another size is replaced first. A model
-    with its own public layout (the 3D families: ``map_state_dict``) maps the keys itself.
+    with its own public layout (the 3D families: ``map_state_dict``) maps the keys itself. An RGB
+    checkpoint's first conv loads into a motion stream (flow / RGB-difference TSN) by TSN's
+    cross-modality init (``two_stream.adapt_rgb_stems``, one warning line).
     """
     state = model.map_state_dict(state) if hasattr(model, "map_state_dict") else to_our_layout(state)
     head = f"net.{model.head_path}.weight" if hasattr(model, "head_path") else "fc.weight"
@@ -146,6 +149,10 @@ def load_state(model: nn.Module, state: dict[str, torch.Tensor], source: str = "
             unexpected.append(key)
         else:
             mapped[target] = value
+    if getattr(model, "in_channels", 3) != 3 or hasattr(model, "streams"):  # a motion stream (TSN flow / rgbdiff)
+        from edgevid.models.two_stream import adapt_rgb_stems
+
+        adapt_rgb_stems(model, mapped, source)  # an RGB checkpoint's first conv: TSN's cross-modality init
     fc_w = mapped.get(head)
     if fc_w is not None and hasattr(model, "reset_classifier") and fc_w.shape != ours[head].shape \
             and fc_w.shape[1:] == ours[head].shape[1:]:

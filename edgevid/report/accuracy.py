@@ -142,7 +142,12 @@ def torch_reference(model: Any, streaming: Any, manifest: Any, held_out: HeldOut
     k = len(manifest.labels)
     scores, steps, missing = [], [], 0
     for video in tqdm(held_out.frames, desc=desc, unit="video", file=sys.stderr, disable=not progress, leave=False):
-        sampled = np.stack([preprocess_frame(f, spec) for f in video[::stride]])
+        if manifest.motion is not None:  # flow / RGB differences of consecutive sampled frames, as the session makes
+            from edgevid.runtime.motion import motion_inputs
+
+            sampled = motion_inputs(video[::stride], manifest.motion, manifest.preprocess)
+        else:
+            sampled = np.stack([preprocess_frame(f, spec) for f in video[::stride]])
         if manifest.mode == "stream":
             out = reference_stream(streaming, float_states(manifest.states, state_encodings(manifest)), sampled[None])
             logits = np.concatenate([o["logits"] for o in out])

@@ -266,12 +266,31 @@ def bench_artifact(artifact: str | os.PathLike, backend: str | None = None, *, t
             "machine": describe_machine(),
             "noise": noise,
         }
+        if manifest.motion is not None:
+            result["motion"] = motion_per_frame(manifest)
         cleanup()
     finally:
         runner.close()
     if layers:
         result["layers"] = layer_profiles.layer_profile(artifact, name, opts)
     return result
+
+
+def motion_per_frame(manifest: Any, frames: int = 60) -> dict[str, Any]:
+    """The host's motion input (flow, RGB differences) per frame, timed on deterministic 320x240 frames
+    that drift one pixel a frame (``edgevid.runtime.motion.MotionState``, what the sessions call)."""
+    from edgevid.report.motion_cost import label
+    from edgevid.runtime.motion import MotionState
+
+    rng = np.random.default_rng(0)
+    base = rng.integers(0, 256, (240, 320 + frames, 3), dtype=np.uint8)
+    state, times = MotionState(manifest.motion, manifest.preprocess), []
+    for i in range(frames):
+        state.push(np.ascontiguousarray(base[:, i:i + 320]))
+        if i:
+            times.append(state.last_ms)
+    return {"method": label(manifest.motion), "frames": len(times),
+            "ms_per_frame_p50": round(float(np.median(times)), 4), "ms_per_frame_mean": round(float(np.mean(times)), 4)}
 
 
 def format_bench(result: dict[str, Any]) -> str:
@@ -292,6 +311,10 @@ def format_bench(result: dict[str, Any]) -> str:
         f"{result['throughput']['video_fps']:.1f} fps video at stride {result['sampling']['stride']})",
         f"model files {result['file_mb']:.2f} MiB, peak RSS {result['memory_mb']['peak_rss']:.0f} MiB",
     ]
+    if result.get("motion"):
+        m = result["motion"]
+        lines.append(f"motion input {m['method']}: {m['ms_per_frame_p50']:.3f} ms per frame on the host (median of "
+                     f"{m['frames']}), not part of the timed call above")
     noise = result.get("noise") or {}
     if noise.get("noisy") or (noise.get("block_spread") or {}).get("call", 1.0) > 1.5:
         why = noise["summary"] if noise.get("noisy") else \

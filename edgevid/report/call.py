@@ -14,10 +14,16 @@ import numpy as np
 
 
 def example_frame(manifest: Any, seed: int = 0) -> np.ndarray:
-    """One preprocessed frame (the graph's layout and dtype) from a deterministic 320x240 BGR image."""
+    """One graph input for one step (layout and dtype) from deterministic 320x240 BGR images: a
+    preprocessed frame, or for a motion model the stack ``edgevid.runtime.motion`` makes of L + 1 of them."""
+    rng = np.random.default_rng(seed)
+    if manifest.motion is not None:
+        from edgevid.runtime.motion import motion_inputs
+
+        frames = [rng.integers(0, 256, (240, 320, 3), dtype=np.uint8) for _ in range(manifest.motion.length + 1)]
+        return motion_inputs(frames, manifest.motion, manifest.preprocess)[0]
     from edgevid.runtime.preprocess import preprocess_frame
 
-    rng = np.random.default_rng(seed)
     bgr = rng.integers(0, 256, (240, 320, 3), dtype=np.uint8)
     return preprocess_frame(bgr, manifest.preprocess)
 

@@ -23,6 +23,7 @@ from edgevid.errors import EdgevidError
 from edgevid.report.variants import Variant
 
 REPORT_SCHEMA_VERSION = 1
+MOTION_VIDEOS = 11  # held-out videos the motion input is timed on (one per built-in class)
 
 
 @dataclass
@@ -144,6 +145,7 @@ class ReportBuilder:
         self.efficiency: list[dict[str, Any]] = []
         self.noise: Any = None  # NoiseMonitor, from the start of the latency phase
         self.noise_summary: dict[str, Any] | None = None  # what it saw, at the end of that phase
+        self.motion: list[dict[str, Any]] = []  # flow / RGB-difference ms per frame (edgevid.report.motion_cost)
         self.complete = False
         self.log = _Log(opts.progress)
 
@@ -252,8 +254,15 @@ class ReportBuilder:
                         between_rounds=self.noise.probe)
             self.noise_summary = self.noise.summary(self.samples, opts.block)
 
+            motion_manifest = next((m for m in manifests.values() if m.motion is not None), None)
+            if motion_manifest is not None:
+                from edgevid.report import motion_cost
+
+                self.phase = "measuring motion input"
+                self.log(f"motion input: {motion_manifest.motion.kind} per frame, every algorithm, on the held-out videos")
+                self.motion = motion_cost.measure(motion_manifest, held_out.frames[:MOTION_VIDEOS])
             stream = next(((v, r) for v, r in zip(self.variants, runners) if v.mode == "stream"), None)
-            if stream is not None and opts.efficiency:
+            if stream is not None and opts.efficiency and motion_manifest is None:
                 from edgevid.report import efficiency
 
                 self.phase = "measuring gating and salient windows"
@@ -360,6 +369,7 @@ class ReportBuilder:
             "skipped": self.skipped,
             "peak_rss_mb": peak_rss_mb(),
             "noise": noise,
+            "motion": self.motion,
         }
         report["findings"] = findings(report)
         report["verdict"] = verdict(report)

@@ -116,6 +116,17 @@ def findings(report: dict[str, Any]) -> list[str]:
         out.append(f"{salient['method'].capitalize()} reached top-1 {_pct(salient['top1'])} against "
                    f"{_pct(windows['top1'])} when every window runs, with {_pct(salient['calls_fraction'])} of "
                    f"its network calls{wall}.")
+    motion = report.get("motion") or []
+    own = next((m for m in motion if m["artifact"]), None)
+    steps = [r["latency_ms"]["p50"] for r in rows if r.get("latency_ms") and r["mode"] == "stream"]
+    if own and own["ms_per_frame_p50"] is not None and steps and not busy:
+        net = min(steps)
+        others = ", ".join(f"{m['method']} {m['ms_per_frame_p50']:.2f} ms" for m in motion
+                           if not m["artifact"] and m["ms_per_frame_p50"] is not None)
+        out.append(f"Motion input: {own['method']} (this model's) costs {own['ms_per_frame_p50']:.2f} ms per frame on "
+                   f"the host, the fastest network step {net:.2f} ms: the {own['kind']} is "
+                   f"{own['ms_per_frame_p50'] / net:.1f}x the network" + (f" (other algorithms: {others})." if others
+                                                                           else "."))
     hints = sorted({r["what_ran"].get("inference_precision") for r in rows if r["backend"] == "openvino"} - {None})
     if hints:
         default = (report.get("machine") or {}).get("openvino_default_precision")

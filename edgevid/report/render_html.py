@@ -217,6 +217,13 @@ pre.cmd{{background:#f6f6f6;padding:.5rem;font-size:.8rem;white-space:pre-wrap;o
 """
 
 
+def _label_and_numbers(header: list[str], cells: list[list[str]]) -> str:
+    """A table whose first column is a label and the others numbers (right-aligned)."""
+    e = html.escape
+    return _table(header, ["<tr><td>" + e(c[0]) + "</td>" + "".join(f"<td class=\"n\">{e(x)}</td>" for x in c[1:])
+                           + "</tr>" for c in cells])
+
+
 def _table(header: list[str], body: list[str]) -> str:
     """A table inside a box that scrolls sideways on its own: a phone's page stays its width."""
     return ("<div class=\"scroll\"><table><thead><tr>" + "".join(f"<th>{html.escape(h)}</th>" for h in header)
@@ -292,10 +299,11 @@ def render_html(report: dict[str, Any]) -> str:
                  f"<p class=\"small\">{_code(md.method_text(report))}</p>")
     header, cells = md.efficiency_table(report)
     if cells:
-        parts.append("<h2>Compute where the video changes</h2>"
-                     + _table(header, ["<tr><td>" + e(c[0]) + "</td>"
-                                       + "".join(f"<td class=\"n\">{e(x)}</td>" for x in c[1:]) + "</tr>"
-                                       for c in cells]))
+        parts.append("<h2>Compute where the video changes</h2>" + _label_and_numbers(header, cells))
+    header, cells = md.motion_table(report)
+    if cells:
+        parts.append(f"<h2>{e(md.MOTION_TITLE)}</h2><p class=\"small\">{_code(md.MOTION_TEXT)}</p>"
+                     + _label_and_numbers(header, cells))
     parts += _charts(report)
     what = [r for r in report["rows"] if r.get("what_ran")]
     if what:

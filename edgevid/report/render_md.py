@@ -121,6 +121,28 @@ def efficiency_table(report: dict[str, Any]) -> tuple[list[str], list[list[str]]
     return header, cells
 
 
+MOTION_TITLE = "Motion input per frame"
+
+
+def motion_table(report: dict[str, Any]) -> tuple[list[str], list[list[str]]]:
+    """Header and cells of the motion-cost table (shared with the HTML page; [] without motion rows)."""
+    header = ["motion input", "ms per frame (p50)", "mean ms", "frames timed", "this model's"]
+    cells = [[m["method"], _f(m["ms_per_frame_p50"], ".3f"), _f(m["ms_per_frame_mean"], ".3f"), str(m["frames"]),
+              "yes" if m["artifact"] else ""] for m in report.get("motion") or []]
+    return header, cells
+
+
+MOTION_TEXT = ("Host time of the model's motion input per frame (`edgevid.runtime.motion.MotionState`, what "
+               "`edgevid run` calls: geometry, grey, flow or differences, quantisation), for every algorithm on the "
+               "same held-out frames; the network's time per step is the Variants table's p50.")
+
+
+def motion_lines(report: dict[str, Any]) -> list[str]:
+    """The report.md section on the motion input's cost ([] without it)."""
+    header, cells = motion_table(report)
+    return [f"## {MOTION_TITLE}", "", MOTION_TEXT, "", *_md_table(header, cells), ""] if cells else []
+
+
 def efficiency_lines(report: dict[str, Any]) -> list[str]:
     """The report.md section on gating and salient windows ([] without those rows)."""
     rows = report.get("efficiency") or []
@@ -173,6 +195,7 @@ def render_markdown(report: dict[str, Any]) -> str:
         lines += [NOISY_LEGEND, ""]
     lines += [agreement_definition(report), "", method_text(report), ""]
     lines += efficiency_lines(report)
+    lines += motion_lines(report)
     what = [r for r in report["rows"] if r.get("what_ran")]
     if what:
         lines += ["## What ran", ""]

@@ -69,6 +69,9 @@ def run_salient(runner, path: str | os.PathLike, k: int | None, max_frames: int 
     if k is not None and k < 1:
         raise EdgevidError(f"--salient must be >= 1, got {k}")
     m = runner.manifest
+    if m.motion is not None:  # windows are run out of order; a motion stack needs the frames before it
+        raise EdgevidError(f"--salient runs windows of camera frames; {m.model} takes a {m.motion.kind} input "
+                           "computed from consecutive frames: run it without --salient")
     span, stride = m.sampling.frames, m.sampling.stride
     t0 = time.perf_counter()
     thumbs = [thumbnail(frame) for _, frame in _sampled(path, stride, max_frames)]

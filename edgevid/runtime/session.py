@@ -20,6 +20,12 @@ clip length the model was trained on, and those predictions say so (``Prediction
 Non-finite logits (a NaN frame fed through ``push_input``, an overflow in the model) would
 poison the states for good, so the session resets itself and raises; the next push starts
 a fresh stream.
+
+A motion artifact (``manifest.motion`` set: TSN's temporal stream) takes motion stacks, not
+frames: each sampled frame (a stream's stepped frame, a clip's frame going into the ring) is
+pushed into the session's ``MotionState`` (``edgevid.runtime.motion``), whose first L frames
+are its warm-up (no step, no prediction; they still count as pushed). A clip session's ring
+then holds T motion stacks. Every frame must have the size of the first since the reset.
 """
 
 from __future__ import annotations
@@ -33,6 +39,7 @@ import numpy as np
 
 from edgevid.errors import EdgevidError
 from edgevid.runtime.backends.base import BackendError, Runner, batch1_shape
+from edgevid.runtime.motion import MotionState
 from edgevid.runtime.preprocess import check_frame, preprocess_frame
 
 
@@ -44,7 +51,9 @@ class Prediction:
     logits: np.ndarray  # (K,) raw logits of this step or clip
     scores: np.ndarray  # (K,) softmax probabilities, averaged over the last `smooth` predictions
     topk: list[tuple[str, float]]  # (label, score), best first
-    latency_ms: dict[str, float] = field(default_factory=dict)  # "preprocess", "infer"
+    # "preprocess", "infer", and "motion" for a motion artifact (flow or difference; "preprocess" is then
+    # the rest of the host work, the resize and crop): the stages add up.
+    latency_ms: dict[str, float] = field(default_factory=dict)
     warmup: bool = False  # made before the stream had seen ``sampling.frames`` steps
 
     @property
@@ -106,6 +115,8 @@ class _Session:
         # What push_input takes: the graph's frame input for one time step, without batch (and T).
         self._x_shape: tuple[int, ...] = ()
         self._x_dtype = np.dtype(runner.frame_input.dtype)
+        motion = runner.manifest.motion
+        self.motion = None if motion is None else MotionState(motion, self.preprocess)
 
     def _predict(self, logits: np.ndarray, frame: int, latency: dict[str, float], warmup: bool = False) -> Prediction:
         # Few numpy calls on purpose: right after a model step the caches are cold and each
@@ -133,6 +144,8 @@ class _Session:
         self._predicted = 0
         self._pushed = 0
         self.last = None
+        if self.motion is not None:
+            self.motion.reset()
 
     def _check_open(self) -> None:
         if self._closed:
@@ -150,13 +163,21 @@ class _Session:
         """
         self._check_open()
         check_frame(frame)
+        if self.motion is not None:  # a new video's frame is refused before it counts
+            self.motion.check_size(frame, self._pushed)
         index = self._pushed
         self._pushed += 1
         if not self._wants(index) or self._gated(frame):
             return None
         t0 = time.perf_counter()
-        x = preprocess_frame(frame, self.preprocess)
-        return self._consume(x, index, (time.perf_counter() - t0) * 1e3)
+        if self.motion is None:
+            x = preprocess_frame(frame, self.preprocess)
+            return self._consume(x, index, (time.perf_counter() - t0) * 1e3)
+        stack = self.motion.push(frame, index)
+        if stack is None:  # the motion warm-up: L + 1 frames make the first stack
+            return None
+        motion_ms = self.motion.last_ms
+        return self._consume(stack, index, (time.perf_counter() - t0) * 1e3 - motion_ms, motion_ms)
 
     def push_input(self, x: np.ndarray) -> Prediction | None:
         """Like ``push`` for a frame already preprocessed (CHW float32, or HWC uint8).
@@ -200,8 +221,16 @@ class _Session:
     def _gated(self, frame: np.ndarray) -> bool:
         return False
 
-    def _consume(self, x: np.ndarray, index: int, preprocess_ms: float) -> Prediction | None:
+    def _consume(self, x: np.ndarray, index: int, preprocess_ms: float,
+                 motion_ms: float | None = None) -> Prediction | None:
         raise NotImplementedError
+
+    @staticmethod
+    def _latency(preprocess_ms: float, infer_ms: float, motion_ms: float | None) -> dict[str, float]:
+        latency = {"preprocess": preprocess_ms, "infer": infer_ms}
+        if motion_ms is not None:
+            latency["motion"] = motion_ms
+        return latency
 
     def close(self) -> None:
         """Release per-session backend resources; the session cannot be used afterwards."""
@@ -243,14 +272,17 @@ class StreamSession(_Session):
         if decision == "reset":  # a long still stretch: the states describe a scene long gone
             self._stream.reset()
             self._steps = self._predicted = 0
+            if self.motion is not None:  # so do the flow fields in its ring
+                self.motion.reset()
         return decision == "skip"
 
-    def _consume(self, x: np.ndarray, index: int, preprocess_ms: float) -> Prediction:
+    def _consume(self, x: np.ndarray, index: int, preprocess_ms: float,
+                 motion_ms: float | None = None) -> Prediction:
         t0 = time.perf_counter()
         logits = self._call(self._stream.step, index, x[None])
         infer_ms = (time.perf_counter() - t0) * 1e3
         self._steps += 1
-        return self._predict(logits[0], index, {"preprocess": preprocess_ms, "infer": infer_ms},
+        return self._predict(logits[0], index, self._latency(preprocess_ms, infer_ms, motion_ms),
                              self._steps < self.frames)
 
     def reset(self) -> None:
@@ -294,7 +326,8 @@ class ClipSession(_Session):
     def _wants(self, index: int) -> bool:
         return index % self.stride == 0
 
-    def _consume(self, x: np.ndarray, index: int, preprocess_ms: float) -> Prediction | None:
+    def _consume(self, x: np.ndarray, index: int, preprocess_ms: float,
+                 motion_ms: float | None = None) -> Prediction | None:
         t = self.frames
         self._ring[self._write] = x
         self._ring[self._write + t] = x
@@ -306,7 +339,7 @@ class ClipSession(_Session):
         t0 = time.perf_counter()
         logits = self._call(self.runner.infer, index, {self._input: clip[None]})[self._output]
         infer_ms = (time.perf_counter() - t0) * 1e3
-        return self._predict(logits[0], index, {"preprocess": preprocess_ms, "infer": infer_ms})
+        return self._predict(logits[0], index, self._latency(preprocess_ms, infer_ms, motion_ms))
 
     def reset(self) -> None:
         """Empty the ring buffer (the next prediction needs T new sampled frames)."""

@@ -306,8 +306,14 @@ class TensorRTRunner(Runner):
         m = self.manifest
         rng = np.random.default_rng(0)
         steps = max(2, m.sampling.frames)
-        frames = np.stack([preprocess_frame(rng.integers(0, 256, (96, 128, 3), dtype=np.uint8), m.preprocess)
-                           for _ in range(steps)])[None]
+        images = [rng.integers(0, 256, (96, 128, 3), dtype=np.uint8) for _ in range(steps)]
+        if m.motion is not None:  # a flow / RGB-difference model takes the stacks the host makes
+            from edgevid.runtime.motion import motion_inputs
+
+            images += [rng.integers(0, 256, (96, 128, 3), dtype=np.uint8) for _ in range(m.motion.length)]
+            frames = motion_inputs(images, m.motion, m.preprocess)[None]
+        else:
+            frames = np.stack([preprocess_frame(image, m.preprocess) for image in images])[None]
         ort = crosscheck.onnxruntime_runner(self.artifact.verified_file("onnx"))
         try:
             if m.mode == "clip":
