@@ -15,12 +15,18 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser(
         "eval", help="measure a model's accuracy on a dataset split (torch)",
         description="Top-1 and order-pair accuracy (telling time-reversed class pairs apart, chance 0.5) of a "
-        "zoo model on a dataset split, with the preprocessing and frame count it was trained with.",
+        "zoo model on a dataset split, with the preprocessing and frame count it was trained with. A two-stream "
+        "model runs both streams on the same clips and reports the fused scores and each stream alone.",
     )
     p.add_argument("--model", required=True, help="zoo name, e.g. tsm")
     p.add_argument("--data", required=True, help="dataset folder")
     p.add_argument("--checkpoint", help="weights (default: the checkpoint shipped with the model)")
     add_weights_option(p)
+    p.add_argument("--rgb-checkpoint", metavar="FILE",
+                   help="two-stream-* only: the RGB stream's checkpoint (a tsn-<backbone> one), fused with "
+                   "--flow-checkpoint (default: the shipped weights of each)")
+    p.add_argument("--flow-checkpoint", metavar="FILE",
+                   help="two-stream-* only: the flow stream's checkpoint (a tsn-flow-<backbone> one)")
     p.add_argument("--split", default="val", help="default: %(default)s")
     p.add_argument("--skip-unreadable", action="store_true",
                    help="leave out videos that cannot be decoded (counted and reported) instead of failing")
@@ -39,13 +45,20 @@ def run(args: argparse.Namespace) -> int:
 
     with exit_on():  # SIGTERM: the loader's worker shut down, exit 143
         r = evaluate_checkpoint(args.model, args.data, checkpoint_of(args, "default", not args.quiet), args.split,
-                                on_error="skip" if args.skip_unreadable else "raise", progress=not args.quiet)
+                                on_error="skip" if args.skip_unreadable else "raise", progress=not args.quiet,
+                                rgb_checkpoint=args.rgb_checkpoint, flow_checkpoint=args.flow_checkpoint)
     if args.json:
         print(json.dumps(asdict(r), indent=2))
         return 0
-    pair = "n/a (no order pairs)" if math.isnan(r.order_pair) else f"{r.order_pair:.3f} (chance 0.500)"
     skipped = f", {r.skipped} unreadable skipped" if r.skipped else ""
-    print(f"{r.model} on {args.data} [{r.split}, {r.clips} clips{skipped}]: top-1 {r.top1:.3f}, order-pair {pair}")
+    print(f"{r.model} on {args.data} [{r.split}, {r.clips} clips{skipped}]: top-1 {r.top1:.3f}, "
+          f"order-pair {_pair(r.order_pair)}")
+    for name, alone in r.streams.items():  # two-stream: each stream alone, same clips
+        print(f"  {name} stream alone: top-1 {alone['top1']:.3f}, order-pair {_pair(alone['order_pair'])}")
     for name, acc in r.per_class.items():
         print(f"  {name:20s} {acc:.3f}")
     return 0
+
+
+def _pair(value: float) -> str:
+    return "n/a (no order pairs)" if math.isnan(value) else f"{value:.3f} (chance 0.500)"

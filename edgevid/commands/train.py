@@ -20,7 +20,8 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
 
     p = sub.add_parser(
         "train", help="fine-tune a zoo model on a video dataset",
-        description="Fine-tune a zoo model (TSM, TSN, the 3D CNNs and their -online streaming forms, LRCN) "
+        description="Fine-tune a zoo model (TSM, TSN and its flow / RGB-difference streams, the 3D CNNs and their "
+        "-online streaming forms, LRCN) "
         "on a dataset folder: class folders (DIR/<class>/*.mp4) or annotation lists (DIR/train.txt, "
         "DIR/val.txt: 'path label' per line). "
         "Evaluates on the val split every epoch, keeps the best checkpoint at -o, and the latest "
@@ -38,11 +39,13 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--lr", type=_LR, default=2e-3,
                    help="AdamW learning rate in (0, 10], cosine decay (default: %(default)s)")
     p.add_argument("--size", type=int, default=112, help="input crop size (default: %(default)s, CPU-friendly)")
-    p.add_argument("--frames", type=int, default=8, help="frames per clip (default: %(default)s)")
+    p.add_argument("--frames", type=int, default=8,
+                   help="frames per clip, motion stacks for tsn-flow-* / tsn-rgbdiff-* (default: %(default)s)")
     p.add_argument("--width-mult", "--width", type=_WIDTH, dest="width_mult", metavar="W",
                    help="MobileNetV2 width multiplier (default: 1.0; TSM, TSN, LRCN only)")
-    p.add_argument("--sampling", choices=("segment", "dense"), default="segment",
-                   help="TSN segments (default) or dense consecutive frames")
+    p.add_argument("--sampling", choices=("segment", "dense"),
+                   help="TSN segments or dense consecutive frames (default: segment; dense for the motion "
+                   "models tsn-flow-*, tsn-rgbdiff-*, whose L + --frames consecutive frames make --frames stacks)")
     p.add_argument("--workers", type=argtypes.int_range(0, max_workers()), default=1,
                    help=f"data loading processes, 0 to {max_workers()} (4 per CPU, at most 64; default: %(default)s)")
     p.add_argument("--seed", type=argtypes.seed, default=0, help="0 to 2**32-1 (default: %(default)s)")

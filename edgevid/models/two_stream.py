@@ -27,7 +27,7 @@ from torch import nn
 from edgevid.errors import EdgevidError, EdgevidWarning
 from edgevid.manifest import Motion
 from edgevid.models.backbones import build_backbone
-from edgevid.models.registry import ModelConfig, get_config, register
+from edgevid.models.registry import SYNTH_LABELS, ModelConfig, WeightsSpec, get_config, register
 from edgevid.models.video_classifier import VideoClassifier
 
 # TSN's temporal-stream input: 5 flow fields (10 channels); DIS "fast" is OpenCV's cheapest preset
@@ -271,11 +271,36 @@ def checkpoint_config(model: TwoStream) -> dict[str, Any]:
 
 _MOTION_TSN = "TSN temporal stream on {what} (TSN: cross-modality init from any RGB checkpoint)"
 
+# The temporal stream and the two-stream model trained on the built-in set, beside the shipped TSN
+# and TSM (same backbone, width, size, data): held-out figures measured with `edgevid eval`.
+_HELD_OUT = "edgevid data synth --seed 1 --videos-per-class 60 (held out), val split"
+_FLOW_SYNTH = WeightsSpec(
+    name="synth", file="tsn-flow-mobilenetv2_synth.pt",
+    sha256="ada37f1ff2c33c379d38d29c1ed1b0f438957e45b9340b8be8569dfc9d5d5b5e",
+    num_classes=len(SYNTH_LABELS), labels=SYNTH_LABELS, input_size=112, frames=8, width_mult=0.5,
+    dataset=_HELD_OUT, metrics=(("top1", 0.515), ("order_pair", 0.808)),
+    command="edgevid data synth -o synth60 --seed 0 --videos-per-class 60 && OMP_NUM_THREADS=1 edgevid train "
+            "--model tsn-flow-mobilenetv2 --data synth60 --width 0.5 --epochs 20 -o flow.pt  (best epoch 16)",
+)
+_TWO_STREAM_SYNTH = WeightsSpec(
+    name="synth", file="two-stream-mobilenetv2_synth.pt",
+    sha256="ca358fa11554cec22abf840a3a76275c151e00b7f3f7a7cf794b8ddac51c355c",
+    num_classes=len(SYNTH_LABELS), labels=SYNTH_LABELS, input_size=112, frames=8, width_mult=0.5,
+    dataset=_HELD_OUT, metrics=(("top1", 0.538), ("order_pair", 0.717)),
+    # The two shipped streams (their own commands) in one checkpoint, with TSN's fusion (RGB 1 : flow 1.5).
+    command="edgevid data synth -o synth60 --seed 0 --videos-per-class 60 && (train tsn.pt and flow.pt: the "
+            "tsn-mobilenetv2 and tsn-flow-mobilenetv2 synth commands) && python -c \"from edgevid.models.two_stream "
+            "import combine, checkpoint_config; from edgevid.models.weights import save_checkpoint; "
+            "m = combine('tsn.pt', 'flow.pt'); save_checkpoint('two-stream.pt', m, m.config.name, m.labels, "
+            "checkpoint_config(m))\"",
+)
+
 for _backbone in ("mobilenetv2", "resnet50"):
     register(ModelConfig(
         name=f"tsn-flow-{_backbone}", family="tsn", backbone=_backbone,
         builder="edgevid.models.two_stream:build_motion_tsn", frames=8, frame_stride=1, can_stream=True,
-        motion=FLOW, description=_MOTION_TSN.format(what="a stack of 5 optical-flow fields (10 channels)")
+        motion=FLOW, weights=(_FLOW_SYNTH,) if _backbone == "mobilenetv2" else (),
+        description=_MOTION_TSN.format(what="a stack of 5 optical-flow fields (10 channels)")
         + (" (MMAction2's TSN-flow layout)" if _backbone == "resnet50" else ""),
     ))
     register(ModelConfig(
@@ -288,5 +313,5 @@ for _backbone in ("mobilenetv2", "resnet50"):
     register(ModelConfig(
         name=f"two-stream-{_backbone}", family="two-stream", backbone=_backbone,
         builder="edgevid.models.two_stream:build_two_stream", frames=8, frame_stride=1, can_stream=True,
-        motion=replace(FLOW, rgb=True), description="two-stream: RGB TSN + flow TSN, late fusion of softmax scores (RGB 1 : flow 1.5)",
+        motion=replace(FLOW, rgb=True), weights=(_TWO_STREAM_SYNTH,) if _backbone == "mobilenetv2" else (), description="two-stream: RGB TSN + flow TSN, late fusion of softmax scores (RGB 1 : flow 1.5)",
     ))

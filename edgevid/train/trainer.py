@@ -16,7 +16,7 @@ import sys
 import threading
 import time
 from collections.abc import Callable
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, TypeVar
 
@@ -47,7 +47,7 @@ class TrainConfig:
     resize: int | None = None  # shorter side before the crop; default size * 256 / 224
     frames: int = 8
     width_mult: float | None = None
-    sampling: str = "segment"
+    sampling: str | None = None  # "segment" | "dense"; None: the model's (dense for motion inputs, else segment)
     workers: int = 1
     seed: int = 0
     resume: bool = False
@@ -111,6 +111,11 @@ def check_config(cfg: TrainConfig) -> None:
     from edgevid.train.workers import max_workers
 
     model_config = get_config(cfg.model)  # unknown model: the error lists the known ones
+    if model_config.family == "two-stream":  # TSN trains its streams apart, and fuses their scores
+        bb = model_config.backbone
+        raise EdgevidError(f"{model_config.name} is trained as its two streams: train tsn-{bb} and tsn-flow-{bb}, "
+                           f"then `edgevid eval --model {model_config.name} --rgb-checkpoint RGB.pt "
+                           "--flow-checkpoint FLOW.pt`")
     for name, value, low in (("--epochs", cfg.epochs, 1), ("--batch-size", cfg.batch_size, 1),
                              ("--frames", cfg.frames, 1), ("--size", cfg.size, 16), ("--workers", cfg.workers, 0)):
         if value < low:
@@ -127,11 +132,24 @@ def check_config(cfg: TrainConfig) -> None:
         raise EdgevidError(f"--lr must be > 0 and at most {MAX_LR:g}, got {cfg.lr}")
     if cfg.width_mult is not None and not 0 < cfg.width_mult <= MAX_WIDTH:
         raise EdgevidError(f"--width-mult must be > 0 and at most {MAX_WIDTH:g}, got {cfg.width_mult}")
-    if cfg.sampling not in SAMPLING_MODES:
+    if cfg.sampling is not None and cfg.sampling not in SAMPLING_MODES:
         raise EdgevidError(f"--sampling must be one of {', '.join(SAMPLING_MODES)}, got {cfg.sampling!r}")
+    motion = model_config.motion
+    if motion is not None and cfg.sampling == "segment":
+        raise EdgevidError(f"--sampling segment does not apply to {model_config.name}: its {motion.kind} stacks are "
+                           f"made from {motion.length} + --frames consecutive frames (dense sampling)")
     if cfg.on_error not in ON_ERROR:
         raise EdgevidError(f"on_error must be one of {', '.join(ON_ERROR)}, got {cfg.on_error!r}")
     _check_output(cfg)
+
+
+def resolve_sampling(cfg: TrainConfig) -> TrainConfig:
+    """``cfg`` with its sampling mode filled in: the model's own where ``cfg.sampling`` is None."""
+    from edgevid.models import get_config
+
+    if cfg.sampling is not None:
+        return cfg
+    return replace(cfg, sampling="dense" if get_config(cfg.model).motion is not None else "segment")
 
 
 def _check_output(cfg: TrainConfig) -> None:
@@ -245,12 +263,14 @@ def _loaders(cfg: TrainConfig, generator: torch.Generator) -> tuple[DataLoader, 
     """Train and val loaders of ``cfg.data`` (train order drawn from ``generator``) and the class names."""
     from torch.utils.data import DataLoader
 
-    from edgevid.data.sampling import ClipSampler
-    from edgevid.data.torch_dataset import make_torch_dataset
+    from edgevid.data.torch_dataset import clip_sampler, make_torch_dataset
+    from edgevid.models import get_config
 
-    sampler = ClipSampler(cfg.frames, mode=cfg.sampling)
-    train = make_torch_dataset(cfg.data, "train", cfg.preprocess, sampler, train=True, on_error=cfg.on_error)
-    val = make_torch_dataset(cfg.data, "val", cfg.preprocess, sampler, train=False, on_error=cfg.on_error)
+    model = get_config(cfg.model)
+    sampler = clip_sampler(cfg.frames, cfg.sampling or "segment", model.motion, model.frame_stride)
+    common = {"preprocess": cfg.preprocess, "sampler": sampler, "on_error": cfg.on_error, "motion": model.motion}
+    train = make_torch_dataset(cfg.data, "train", train=True, **common)
+    val = make_torch_dataset(cfg.data, "val", train=False, **common)
     if train.classes != val.classes:
         raise EdgevidError(f"train and val splits of {cfg.data} have different classes")
     if len(train.classes) < 2:
@@ -300,8 +320,14 @@ def _frame_stride(cfg: TrainConfig, num_frames: list[int | None]) -> int:
     """The typical gap between the frames the model sees in training.
 
     The streaming runtime steps the model this many frames apart, so its temporal shift sees
-    the frame gap it learned (segment sampling of a 16-frame video into 8 segments: 2).
+    the frame gap it learned (segment sampling of a 16-frame video into 8 segments: 2). A
+    motion model learned its fields at the sampler's stride.
     """
+    from edgevid.models import get_config
+
+    model = get_config(cfg.model)
+    if model.motion is not None:
+        return model.frame_stride
     if cfg.sampling == "dense":
         return 1
     counts = [n for n in num_frames if n]
@@ -318,6 +344,7 @@ def train(cfg: TrainConfig) -> list[EpochResult]:
     from edgevid.models.weights import save_checkpoint
 
     check_config(cfg)
+    cfg = resolve_sampling(cfg)
     torch.manual_seed(cfg.seed)
     np.random.seed(cfg.seed)
     state = _resume_state(cfg) if cfg.resume else None  # before reading data: fail fast
