@@ -120,3 +120,18 @@ def report_cache(tmp_path_factory):
     """One artifact cache for the report tests of a session: their reports ask for the same
     64 px FP32 stream export of the shipped TSM, so it is built once, not once per module."""
     return tmp_path_factory.mktemp("report-cache")
+
+
+# --- training fixtures (tests/test_train*.py, test_writes.py) ------------------------------------
+
+
+@pytest.fixture(scope="module")
+def one_torch_thread():
+    """Torch on one thread for a module's training runs (small shared machines: two threads fight
+    the other tests' work), the setting restored afterwards."""
+    import torch
+
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)

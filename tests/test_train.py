@@ -46,12 +46,8 @@ TINY_ARGS = ["--size", "32", "--frames", "4", "--width", "0.25", "--batch-size",
 
 
 @pytest.fixture(scope="module", autouse=True)
-def one_torch_thread():
-    """Train on one thread (see the module docstring), restoring the setting afterwards."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+def _one_thread(one_torch_thread):
+    """Train on one torch thread (conftest's one_torch_thread)."""
 
 
 def write_order_pair_dataset(root: Path, pair: tuple[str, str], n_train: int, n_val: int, size: int,

@@ -43,12 +43,8 @@ TRAIN_ARGS = ["--size", str(SIZE), "--frames", str(T), "--width", "0.25", "--bat
 
 
 @pytest.fixture(scope="module", autouse=True)
-def one_torch_thread():
-    """One torch thread (the test machines are small and shared), restored afterwards."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+def _one_thread(one_torch_thread):
+    """Train on one torch thread (conftest's one_torch_thread)."""
 
 
 @pytest.fixture(scope="module")

@@ -274,26 +274,25 @@ _MOTION_TSN = "TSN temporal stream on {what} (TSN: cross-modality init from any 
 # The temporal stream and the two-stream model trained on the built-in set, beside the shipped TSN
 # and TSM (same backbone, width, size, data): held-out figures measured with `edgevid eval`.
 _HELD_OUT = "edgevid data synth --seed 1 --videos-per-class 60 (held out), val split"
-_FLOW_SYNTH = WeightsSpec(
-    name="synth", file="tsn-flow-mobilenetv2_synth.pt",
-    sha256="ada37f1ff2c33c379d38d29c1ed1b0f438957e45b9340b8be8569dfc9d5d5b5e",
-    num_classes=len(SYNTH_LABELS), labels=SYNTH_LABELS, input_size=112, frames=8, width_mult=0.5,
-    dataset=_HELD_OUT, metrics=(("top1", 0.515), ("order_pair", 0.808)),
-    command="edgevid data synth -o synth60 --seed 0 --videos-per-class 60 && OMP_NUM_THREADS=1 edgevid train "
-            "--model tsn-flow-mobilenetv2 --data synth60 --width 0.5 --epochs 20 -o flow.pt  (best epoch 16)",
-)
-_TWO_STREAM_SYNTH = WeightsSpec(
-    name="synth", file="two-stream-mobilenetv2_synth.pt",
-    sha256="ca358fa11554cec22abf840a3a76275c151e00b7f3f7a7cf794b8ddac51c355c",
-    num_classes=len(SYNTH_LABELS), labels=SYNTH_LABELS, input_size=112, frames=8, width_mult=0.5,
-    dataset=_HELD_OUT, metrics=(("top1", 0.538), ("order_pair", 0.717)),
-    # The two shipped streams (their own commands) in one checkpoint, with TSN's fusion (RGB 1 : flow 1.5).
-    command="edgevid data synth -o synth60 --seed 0 --videos-per-class 60 && (train tsn.pt and flow.pt: the "
-            "tsn-mobilenetv2 and tsn-flow-mobilenetv2 synth commands) && python -c \"from edgevid.models.two_stream "
-            "import combine, checkpoint_config; from edgevid.models.weights import save_checkpoint; "
-            "m = combine('tsn.pt', 'flow.pt'); save_checkpoint('two-stream.pt', m, m.config.name, m.labels, "
-            "checkpoint_config(m))\"",
-)
+def _synth(file: str, sha256: str, top1: float, order_pair: float, command: str) -> WeightsSpec:
+    """Weights trained on the built-in set at the shipped TSN's width, size and frames."""
+    return WeightsSpec(name="synth", file=file, sha256=sha256, num_classes=len(SYNTH_LABELS), labels=SYNTH_LABELS,
+                       input_size=112, frames=8, width_mult=0.5, dataset=_HELD_OUT,
+                       metrics=(("top1", top1), ("order_pair", order_pair)), command=command)
+
+
+_FLOW_SYNTH = _synth(
+    "tsn-flow-mobilenetv2_synth.pt", "ada37f1ff2c33c379d38d29c1ed1b0f438957e45b9340b8be8569dfc9d5d5b5e", 0.515, 0.808,
+    "edgevid data synth -o synth60 --seed 0 --videos-per-class 60 && OMP_NUM_THREADS=1 edgevid train "
+    "--model tsn-flow-mobilenetv2 --data synth60 --width 0.5 --epochs 20 -o flow.pt  (best epoch 16)")
+# The two shipped streams (their own commands) in one checkpoint, with TSN's fusion (RGB 1 : flow 1.5).
+_TWO_STREAM_SYNTH = _synth(
+    "two-stream-mobilenetv2_synth.pt", "ca358fa11554cec22abf840a3a76275c151e00b7f3f7a7cf794b8ddac51c355c", 0.538, 0.717,
+    "edgevid data synth -o synth60 --seed 0 --videos-per-class 60 && (train tsn.pt and flow.pt: the "
+    "tsn-mobilenetv2 and tsn-flow-mobilenetv2 synth commands) && python -c \"from edgevid.models.two_stream "
+    "import combine, checkpoint_config; from edgevid.models.weights import save_checkpoint; "
+    "m = combine('tsn.pt', 'flow.pt'); save_checkpoint('two-stream.pt', m, m.config.name, m.labels, "
+    "checkpoint_config(m))\"")
 
 for _backbone in ("mobilenetv2", "resnet50"):
     register(ModelConfig(
