@@ -234,7 +234,10 @@ def combine(rgb_ckpt: str | os.PathLike, flow_ckpt: str | os.PathLike, fusion: M
         raise EdgevidError(f"{rgb_ckpt} and {flow_ckpt} score different classes "
                            f"({rgb.num_classes}: {rgb.labels[:3]}... vs {flow.num_classes}: {flow.labels[:3]}...)")
     labels = flow.labels if _generic(rgb.labels) else rgb.labels
-    arch = {k: getattr(rgb.config, k) for k in _STREAM_ARCH}
+    # The RGB stream's architecture, but the flow stream's frame stride: flow fields between frames
+    # further apart are larger motions than it was trained on, while a TSN RGB stream scores each
+    # frame alone and does not depend on the stride.
+    arch = {k: getattr(rgb.config, k) for k in _STREAM_ARCH} | {"frame_stride": flow.config.frame_stride}
     config = replace(get_config(f"two-stream-{bb}"), **arch, motion=replace(flow.config.motion, rgb=True))
     return _attach(TwoStream(rgb, flow, fusion, name=config.name), config, rgb, flow, labels)
 
@@ -287,7 +290,7 @@ _FLOW_SYNTH = _synth(
     "--model tsn-flow-mobilenetv2 --data synth60 --width 0.5 --epochs 20 -o flow.pt  (best epoch 16)")
 # The two shipped streams (their own commands) in one checkpoint, with TSN's fusion (RGB 1 : flow 1.5).
 _TWO_STREAM_SYNTH = _synth(
-    "two-stream-mobilenetv2_synth.pt", "ca358fa11554cec22abf840a3a76275c151e00b7f3f7a7cf794b8ddac51c355c", 0.538, 0.717,
+    "two-stream-mobilenetv2_synth.pt", "fa30cdeee087c7ca2b5d7b00049213923cdfafee4734a83ecdde62fb3a5fdb4b", 0.538, 0.717,
     "edgevid data synth -o synth60 --seed 0 --videos-per-class 60 && (train tsn.pt and flow.pt: the "
     "tsn-mobilenetv2 and tsn-flow-mobilenetv2 synth commands) && python -c \"from edgevid.models.two_stream "
     "import combine, checkpoint_config; from edgevid.models.weights import save_checkpoint; "
