@@ -178,3 +178,19 @@ def test_bench_times_the_flow_apart_from_the_call(flow_stream, tmp_path):
     assert result["motion"]["method"] == "DIS fast" and result["motion"]["ms_per_frame_p50"] > 0
     text = edgevid(["bench", str(out), "--backend", "onnxruntime", "--iterations", "20"], tmp_path).stdout
     assert "motion input DIS fast:" in text and "not part of the timed call" in text
+
+
+def test_the_reports_torch_reference_counts_a_video_too_short_for_the_flow_as_missing(flow_stream):
+    """As the session does: fewer than L + 1 sampled frames give no stack and no prediction, not an error."""
+    from edgevid.models import build_model
+    from edgevid.models.streaming import to_streaming
+    from edgevid.report.accuracy import HeldOut, torch_reference
+
+    _, manifest = flow_stream
+    rng = np.random.default_rng(0)
+    short = [rng.integers(0, 255, (SIZE, SIZE, 3), np.uint8) for _ in range(manifest.motion.length)]
+    long = [rng.integers(0, 255, (SIZE, SIZE, 3), np.uint8) for _ in range(manifest.motion.length + 4)]
+    held_out = HeldOut([short, long], np.array([0, 1]), list(manifest.labels), "test", ["short", "long"])
+    net = build_model("tsn-flow-mobilenetv2", checkpoint="default").eval()
+    out = torch_reference(net, to_streaming(net), manifest, held_out)
+    assert out.missing == 1 and [len(s) for s in out.steps] == [0, 4]

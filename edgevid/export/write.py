@@ -60,7 +60,7 @@ def write_export(work: Path, plan: ExportPlan, net: Any, streaming: Any, weights
                                                       smooth=net.config.stream_smooth if plan.mode == "stream" else 0),
         labels=list(net.labels),
         states=states, precision=plan.precision, target=plan.target.name, device=plan.device,
-        files={"onnx": ONNX_FILE}, **({"motion": motion} if motion is not None else {}),
+        files={"onnx": ONNX_FILE}, motion=motion,
     )
     fp16_in_graph = plan.precision == "fp16" and plan.target.name != "openvino"
     proto = _onnx_graph(plan, manifest, net, streaming, frames, size, fp16_in_graph, status)
@@ -140,7 +140,7 @@ def _onnx_graph(plan: ExportPlan, manifest: Manifest, net: Any, streaming: Any, 
     input_names = [t.name for t in manifest.inputs] + manifest.state_input_names
     output_names = [t.name for t in manifest.outputs] + manifest.state_output_names
     with status.stage(f"exporting {plan.mode} graph to ONNX opset {plan.opset} (torch.onnx dynamo + onnxslim)"):
-        channels = manifest.motion.channels if getattr(manifest, "motion", None) else 3
+        channels = manifest.motion.channels if manifest.motion else 3
         proto = onnx_export.export_onnx(graph, _example_inputs(plan, frames, size, manifest.states, channels), input_names,
                                         output_names, opset=plan.opset, dynamic_batch=plan.batch is None)
     if fp16_in_graph:
@@ -167,7 +167,7 @@ def _validate_all(work: Path, manifest: Manifest, plan: ExportPlan, net: Any, st
     from edgevid.export import validate as check
     from edgevid.runtime.crosscheck import state_encodings
 
-    inputs = inputs or check.make_inputs(manifest.preprocess, manifest.sampling.frames, motion=getattr(manifest, "motion", None))
+    inputs = inputs or check.make_inputs(manifest.preprocess, manifest.sampling.frames, motion=manifest.motion)
     backends = list(plan.target.validate_with) + (["tensorrt"] if "engine" in manifest.files else [])
     for backend in backends:
         # An fp32 ONNX keeps the fp32 tolerance even in an fp16 OpenVINO export (whose IR is fp16).

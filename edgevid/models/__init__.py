@@ -142,7 +142,7 @@ def build_model(name: str | ModelConfig, checkpoint: str | os.PathLike | None = 
     if state is not None:
         weights.load_state(model, state, source=source)
         config = replace(config, num_classes=model.num_classes)
-        fusion = (meta.get("config") or {}).get("fusion") if isinstance(meta.get("config"), dict) else None
+        fusion = meta.get("config", {}).get("fusion")  # _checkpoint_arch refused a config that is no mapping
         if fusion is not None and hasattr(model, "fusion"):  # a two-stream checkpoint's own weights
             from edgevid.models.two_stream import check_fusion
 

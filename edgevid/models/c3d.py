@@ -23,20 +23,27 @@ C3D_MEAN = (0.4039, 0.3804, 0.3490)
 C3D_STD = (0.2549, 0.2549, 0.2549)
 
 
+# The Sports-1M layer table (name, in, out), shared with MMAction2's C3D (edgevid.models.mmaction3d).
+C3D_CONVS = (("conv1a", 3, 64), ("conv2a", 64, 128), ("conv3a", 128, 256), ("conv3b", 256, 256),
+             ("conv4a", 256, 512), ("conv4b", 512, 512), ("conv5a", 512, 512), ("conv5b", 512, 512))
+
+
+def add_c3d_pools(net: nn.Module) -> None:
+    """pool1 (space only) to pool5 (space padded by 1: 512 x 1 x 4 x 4 = 8192 features for fc6)."""
+    net.pool1 = nn.MaxPool3d((1, 2, 2), (1, 2, 2))
+    for i in (2, 3, 4):
+        setattr(net, f"pool{i}", nn.MaxPool3d(2, 2))
+    net.pool5 = nn.MaxPool3d(2, 2, padding=(0, 1, 1))
+
+
 class C3DNet(nn.Module):
     """C3D over (N, 3, T, H, W) -> logits, with the Sports-1M module names."""
 
     def __init__(self, num_classes: int, dropout: float = 0.5) -> None:
         super().__init__()
-        widths = [("conv1a", 3, 64), ("conv2a", 64, 128), ("conv3a", 128, 256), ("conv3b", 256, 256),
-                  ("conv4a", 256, 512), ("conv4b", 512, 512), ("conv5a", 512, 512), ("conv5b", 512, 512)]
-        for name, cin, cout in widths:
+        for name, cin, cout in C3D_CONVS:
             setattr(self, name, nn.Conv3d(cin, cout, kernel_size=3, padding=1))
-        self.pool1 = nn.MaxPool3d((1, 2, 2), (1, 2, 2))
-        self.pool2 = nn.MaxPool3d(2, 2)
-        self.pool3 = nn.MaxPool3d(2, 2)
-        self.pool4 = nn.MaxPool3d(2, 2)
-        self.pool5 = nn.MaxPool3d(2, 2, padding=(0, 1, 1))
+        add_c3d_pools(self)
         self.fc6 = nn.Linear(8192, 4096)
         self.fc7 = nn.Linear(4096, 4096)
         self.fc8 = nn.Linear(4096, num_classes)

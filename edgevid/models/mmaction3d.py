@@ -248,15 +248,11 @@ class C3D(nn.Module):
 
     def __init__(self, dropout: float = 0.5) -> None:
         super().__init__()
-        widths = [("conv1a", 3, 64), ("conv2a", 64, 128), ("conv3a", 128, 256), ("conv3b", 256, 256),
-                  ("conv4a", 256, 512), ("conv4b", 512, 512), ("conv5a", 512, 512), ("conv5b", 512, 512)]
-        for name, c_in, c_out in widths:  # norm_cfg None: the conv has a bias (ConvModule's bias='auto')
+        from edgevid.models.c3d import C3D_CONVS, add_c3d_pools
+
+        for name, c_in, c_out in C3D_CONVS:  # norm_cfg None: the conv has a bias (ConvModule's bias='auto')
             setattr(self, name, conv_module(c_in, c_out, 3, 1, 1, bias=True, norm=False, act=nn.ReLU()))
-        self.pool1 = nn.MaxPool3d((1, 2, 2), (1, 2, 2))
-        self.pool2 = nn.MaxPool3d(2, 2)
-        self.pool3 = nn.MaxPool3d(2, 2)
-        self.pool4 = nn.MaxPool3d(2, 2)
-        self.pool5 = nn.MaxPool3d(2, 2, padding=(0, 1, 1))
+        add_c3d_pools(self)
         self.fc6 = nn.Linear(8192, 4096)
         self.fc7 = nn.Linear(4096, 4096)
         self.relu = nn.ReLU()

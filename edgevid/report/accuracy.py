@@ -145,10 +145,14 @@ def torch_reference(model: Any, streaming: Any, manifest: Any, held_out: HeldOut
         if manifest.motion is not None:  # flow / RGB differences of consecutive sampled frames, as the session makes
             from edgevid.runtime.motion import motion_inputs
 
-            sampled = motion_inputs(video[::stride], manifest.motion, manifest.preprocess)
+            frames = video[::stride]  # shorter than L + 1: no stack, no prediction, as the session
+            sampled = motion_inputs(frames, manifest.motion, manifest.preprocess) if \
+                len(frames) > manifest.motion.length else np.zeros((0,), np.float32)
         else:
             sampled = np.stack([preprocess_frame(f, spec) for f in video[::stride]])
-        if manifest.mode == "stream":
+        if not len(sampled):
+            logits, smooth = np.zeros((0, k), np.float32), 1
+        elif manifest.mode == "stream":
             out = reference_stream(streaming, float_states(manifest.states, state_encodings(manifest)), sampled[None])
             logits = np.concatenate([o["logits"] for o in out])
             smooth = t

@@ -20,7 +20,7 @@ def deploy_command(report: dict[str, Any], row: dict[str, Any]) -> str:
     """The export (and, where it needs a flag, run) command that reproduces ``row``."""
     weights = "" if report.get("checkpoint") in (None, "default") or report.get("random_weights") else \
         f" --checkpoint {report['checkpoint']}"
-    target = "openvino" if row["backend"] == "openvino" else row["backend"]
+    target = row["backend"]  # every backend is also the export target that makes its artifact
     out = f"exports/{report['model']}-{row['mode']}-{row['precision']}-{target}"
     cmd = (f"edgevid export --model {report['model']}{weights} --mode {row['mode']} --precision {row['precision']} "
            f"--target {target} -o {out}")
