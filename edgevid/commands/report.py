@@ -18,7 +18,9 @@ def add_parser(subparsers: Any) -> None:
         description="Export every variant (reusing artifacts built before from identical inputs), measure "
         "its accuracy through the runtime exactly as `edgevid run` steps it, its agreement with the torch FP32 "
         "model, and its latency interleaved with the others and with torch eager; write report.md, "
-        "report.json and report.html. Default: the built-in held-out videos.",
+        "report.json and report.html, with a verdict (the fastest variant within --within points of the best "
+        "top-1) and a warning instead of speed-ups when the machine was too busy to time. Default: the built-in "
+        "held-out videos.",
     )
     p.add_argument("--model", required=True, help="zoo name, e.g. tsm")
     p.add_argument("--checkpoint", help="weights (default: the checkpoint shipped with the model; a model that ships "
