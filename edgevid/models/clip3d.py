@@ -124,7 +124,7 @@ def _check_layout(state: dict[str, torch.Tensor], name: str, layout: str) -> Non
         return
     family = get_config(name).family
     same = [c.name for c in list_models() if c.family == family and c.name != name and not c.can_stream
-            and (c.name.endswith("-mmaction2") == mmaction)]
+            and (c.builder.startswith("edgevid.models.mmaction_zoo:") == mmaction)]
     hint = f"use --model {' or '.join(same)}" if same else "see `edgevid zoo list`"
     if mmaction:
         raise EdgevidError(f"an MMAction2 checkpoint (backbone.* / cls_head.* keys) does not fit {name}: {hint}")

@@ -7,7 +7,11 @@ every parameter name (the streaming model loads the clip model's checkpoint as i
   streaming it keeps its last K - 1 input frames as state (the pre-cached form,
   ``y_t = sum_k W_k * x_{t-k}``);
 - a Max/AvgPool3d with temporal kernel K > 1 becomes ``CoPool3d``, the same way;
-- a time-strided conv of temporal kernel 1 (a ResNet shortcut) becomes ``CoStrided``;
+- a time-strided conv of temporal kernel 1 (a ResNet shortcut) becomes ``CoStrided``, and a
+  time-strided pool of kernel 1 (MMAction2 I3D's pool1) a stateless ``CoPool3d``;
+- a non-local block becomes ``CoNonLocal3d`` (``edgevid.models.non_local``): a position attends
+  to the last W frames' positions only, W the frames the block sees in a clip of the model's
+  length, and streaming keeps those frames' keys and values as its state;
 - a global average pool (the head's, and each squeeze-excitation's) becomes
   ``CoWindowPool``: the mean of the last W frames' spatial means, W being the frames that
   layer sees in a clip of the model's length, kept as state when streaming.
@@ -133,7 +137,9 @@ class CoPool3d(_Scheduled):
     """A causal temporal max / average pool (kernel K > 1); streaming keeps its last K - 1 inputs.
 
     Zero frames in front for max pools too: the stream's states start at zero (the manifest's
-    initial value), and every temporal max pool of these families follows a ReLU.
+    initial value), and every temporal max pool of these families follows a ReLU. A pool of
+    temporal kernel 1 and stride s > 1 (MMAction2 I3D's pool1) keeps each stride's last input in
+    a clip and needs no state in a stream, like ``CoStrided``.
     """
 
     def __init__(self, pool: nn.MaxPool3d | nn.AvgPool3d) -> None:
@@ -141,6 +147,10 @@ class CoPool3d(_Scheduled):
         k, s, p = (_triple(v) for v in (pool.kernel_size, pool.stride or pool.kernel_size, pool.padding))
         self.kind = "max" if isinstance(pool, nn.MaxPool3d) else "avg"
         self.kernel, self.stride, self.spatial_padding = k, s, (0, p[1], p[2])
+
+    @property
+    def has_state(self) -> bool:
+        return self.kernel[0] > 1
 
     def state_shape(self, x: torch.Tensor) -> tuple[int, ...]:
         return (x.shape[0], x.shape[1], self.kernel[0] - 1, x.shape[3], x.shape[4])
@@ -153,6 +163,8 @@ class CoPool3d(_Scheduled):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if not self.streaming:
             return self._pool(_causal(x, self.kernel[0], self.stride[0]), self.stride)
+        if not self.has_state:  # one frame in, one out: the step counter decides whether it is kept downstream
+            return self._pool(x, (1, *self.stride[1:]))
         state = self.take_state(x)
         window = torch.cat([state, x], dim=2)
         self.state_out = self._advance(window[:, :, 1:], state)
@@ -223,10 +235,14 @@ def _is_global_pool(m: nn.Module) -> bool:
 
 
 def _is_temporal(m: nn.Module) -> bool:
+    from edgevid.models.non_local import NonLocal3d
+
+    if isinstance(m, NonLocal3d):  # attends across frames: made causal over its clip's window
+        return True
     if isinstance(m, nn.Conv3d):
         return _triple(m.kernel_size)[0] > 1 or _triple(m.stride)[0] > 1
     if isinstance(m, (nn.MaxPool3d, nn.AvgPool3d)):
-        return _triple(m.kernel_size)[0] > 1
+        return _triple(m.kernel_size)[0] > 1 or _triple(m.stride or m.kernel_size)[0] > 1
     return _is_global_pool(m)
 
 
@@ -259,14 +275,18 @@ def to_continual(model: nn.Module, frames: int, size: int = 64) -> nn.Module:
     with an input length L that is a multiple of every period, a layer of period P sees L / P
     frames; its first input arrives at step P - 1.
     """
+    from edgevid.models.non_local import CoNonLocal3d, NonLocal3d
+
     net = model.net
     found = {p: m for p, m in net.named_modules() if _is_temporal(m)}
     heads = [p for p, m in found.items() if _is_global_pool(m)]
     head = heads[-1] if heads else None
     window_lengths, _ = _lengths(net, list(found), frames, size)  # the original network at the model's length
     for path, module in found.items():
-        if isinstance(module, nn.Conv3d):
-            new: nn.Module = CoConv3d.of(module) if _triple(module.kernel_size)[0] > 1 else CoStrided.of(module)
+        if isinstance(module, NonLocal3d):
+            new: nn.Module = CoNonLocal3d.of(module, window_lengths.get(path, 1))
+        elif isinstance(module, nn.Conv3d):
+            new = CoConv3d.of(module) if _triple(module.kernel_size)[0] > 1 else CoStrided.of(module)
         elif _is_global_pool(module):
             new = CoWindowPool(window_lengths.get(path, 1), last_only=path == head)
         else:

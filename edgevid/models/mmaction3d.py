@@ -18,7 +18,8 @@ Differences, none of which changes a logit (tested against MMAction2's own modul
   MMAction2 runs (otherwise its lateral concat fails); other lengths still run here, and the
   export is one ONNX Slice instead of a Resize;
 - nothing of training only: no gradient checkpointing, frozen stages or weight init from
-  URLs, and no non-local blocks (no zoo config here uses them).
+  URLs; non-local blocks (``edgevid.models.non_local``) sit where MMAction2's ``non_local``
+  flags put them, after a bottleneck's ReLU.
 """
 
 from __future__ import annotations
@@ -103,7 +104,7 @@ class Bottleneck3d(nn.Module):
 
     def __init__(self, inplanes: int, planes: int, spatial_stride: int, temporal_stride: int,
                  downsample: nn.Module | None, inflate: bool, eps: float, plus1d: bool,
-                 inflate_style: str = "3x1x1") -> None:
+                 inflate_style: str = "3x1x1", non_local: dict | None = None) -> None:
         super().__init__()
         if inflate and inflate_style == "3x1x1":
             k1, p1, k2, p2 = (3, 1, 1), (1, 0, 0), (1, 3, 3), (0, 1, 1)
@@ -117,9 +118,15 @@ class Bottleneck3d(nn.Module):
         self.conv3 = conv_module(planes, planes * 4, 1, eps=eps, plus1d=plus1d)
         self.downsample = downsample if downsample is not None else nn.Identity()
         self.relu = nn.ReLU()
+        self.non_local_block: nn.Module | None = None
+        if non_local is not None:  # after the block's ReLU, as MMAction2 places it
+            from edgevid.models.non_local import NonLocal3d
+
+            self.non_local_block = NonLocal3d(planes * 4, **non_local)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.relu(self.conv3(self.conv2(self.conv1(x))) + self.downsample(x))
+        out = self.relu(self.conv3(self.conv2(self.conv1(x))) + self.downsample(x))
+        return self.non_local_block(out) if self.non_local_block is not None else out
 
 
 def _per_stage(value: int | tuple, stages: int) -> tuple:
@@ -132,14 +139,17 @@ class ResNet3d(nn.Module):
 
     conv1 (``conv1_kernel``, spatial stride 2, padding (k-1)//2) -> maxpool 1x3x3 (spatial
     stride 2) -> layer1 -> [pool2: 2x1x1 max, stride 2, if ``with_pool2``] -> layer2-4.
-    ``inflate``: per stage, one flag or one per block (which blocks' convs are temporal).
+    ``inflate``: per stage, one flag or one per block (which blocks' convs are temporal);
+    ``non_local`` the same for non-local blocks (bottlenecks only), built with ``non_local_cfg``
+    (``edgevid.models.non_local.NonLocal3d``'s arguments).
     """
 
     def __init__(self, depth: int = 50, *, base_channels: int = 64, conv1_kernel: tuple[int, int, int] = (3, 7, 7),
                  conv1_stride_t: int = 1, pool1_stride_t: int = 1, inflate: int | tuple = (1, 1, 1, 1),
                  spatial_strides: tuple[int, ...] = (1, 2, 2, 2), temporal_strides: tuple[int, ...] = (1, 1, 1, 1),
                  with_pool2: bool = True, inflate_style: str = "3x1x1", plus1d: bool = False, eps: float = 1e-5,
-                 lateral_inplanes: tuple[int, ...] = (0, 0, 0, 0)) -> None:
+                 lateral_inplanes: tuple[int, ...] = (0, 0, 0, 0), non_local: int | tuple = 0,
+                 non_local_cfg: dict | None = None) -> None:
         super().__init__()
         block, stage_blocks = {18: (BasicBlock3d, (2, 2, 2, 2)), 34: (BasicBlock3d, (3, 4, 6, 3)),
                                50: (Bottleneck3d, (3, 4, 6, 3)), 101: (Bottleneck3d, (3, 4, 23, 3))}[depth]
@@ -148,29 +158,32 @@ class ResNet3d(nn.Module):
                                  tuple((k - 1) // 2 for k in conv1_kernel), act=nn.ReLU(), eps=eps, plus1d=plus1d)
         self.maxpool = nn.MaxPool3d((1, 3, 3), (pool1_stride_t, 2, 2), (0, 1, 1))
         self.pool2 = nn.MaxPool3d((2, 1, 1), (2, 1, 1))
-        inflations = _per_stage(inflate, 4)
+        inflations, non_locals = _per_stage(inflate, 4), _per_stage(non_local, 4)
         inplanes = base_channels
         for i, blocks in enumerate(stage_blocks):
             planes = base_channels * 2**i
             flags = _per_stage(inflations[i], blocks)
+            nl = tuple((non_local_cfg or {}) if f else None for f in _per_stage(non_locals[i], blocks))
             setattr(self, f"layer{i + 1}", self._layer(
                 block, inplanes + lateral_inplanes[i], planes, blocks, spatial_strides[i], temporal_strides[i],
-                flags, inflate_style, eps, plus1d))
+                flags, inflate_style, eps, plus1d, nl))
             inplanes = planes * block.expansion
 
     @staticmethod
     def _layer(block: type, inplanes: int, planes: int, blocks: int, spatial_stride: int, temporal_stride: int,
-               inflate: tuple, inflate_style: str, eps: float, plus1d: bool) -> nn.Sequential:
+               inflate: tuple, inflate_style: str, eps: float, plus1d: bool,
+               non_local: tuple[dict | None, ...]) -> nn.Sequential:
         """``make_res_layer``: a projection shortcut when the width or the spatial stride changes."""
         downsample = None
         if spatial_stride != 1 or inplanes != planes * block.expansion:
             downsample = conv_module(inplanes, planes * block.expansion, 1,
                                      (temporal_stride, spatial_stride, spatial_stride), eps=eps, plus1d=plus1d)
+        nl = [{"non_local": cfg} if cfg is not None else {} for cfg in non_local]  # BasicBlock3d takes none
         layers = [block(inplanes, planes, spatial_stride, temporal_stride, downsample, inflate[0] == 1, eps, plus1d,
-                        inflate_style=inflate_style)]
+                        inflate_style=inflate_style, **nl[0])]
         for i in range(1, blocks):
             layers.append(block(planes * block.expansion, planes, 1, 1, None, inflate[i] == 1, eps, plus1d,
-                                inflate_style=inflate_style))
+                                inflate_style=inflate_style, **nl[i]))
         return nn.Sequential(*layers)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:

@@ -42,6 +42,10 @@ from edgevid.models.registry import ModelConfig, WeightsSpec, register
 # entry -> its MMAction2 config, relative to MMAction2's configs/ folder (also in the wheel, .mim/configs).
 CONFIGS = {
     "i3d-r50-mmaction2": "recognition/i3d/i3d_imagenet-pretrained-r50_8xb8-32x2x1-100e_kinetics400-rgb.py",
+    "i3d-nl-resnet50": "recognition/i3d/i3d_imagenet-pretrained-r50-nl-embedded-gaussian_8xb8-32x2x1-100e_kinetics400-rgb.py",
+    "i3d-nl-dot-product-resnet50":
+        "recognition/i3d/i3d_imagenet-pretrained-r50-nl-dot-product_8xb8-32x2x1-100e_kinetics400-rgb.py",
+    "i3d-nl-gaussian-resnet50": "recognition/i3d/i3d_imagenet-pretrained-r50-nl-gaussian_8xb8-32x2x1-100e_kinetics400-rgb.py",
     "slowonly-r50-4x16-mmaction2": "recognition/slowonly/slowonly_r50_8xb16-4x16x1-256e_kinetics400-rgb.py",
     "slowonly-r50-8x8-mmaction2": "recognition/slowonly/slowonly_r50_8xb16-8x8x1-256e_kinetics400-rgb.py",
     "slowfast-r50-4x16-mmaction2": "recognition/slowfast/slowfast_r50_8xb8-4x16x1-256e_kinetics400-rgb.py",
@@ -66,13 +70,24 @@ def _slowonly(n: int) -> nn.Module:
                         I3DHead(2048, n))
 
 
+def _i3d(non_local_mode: str | None = None) -> Callable[[int], nn.Module]:
+    """_base_/models/i3d_r50.py; with a mode, the i3d_imagenet-pretrained-r50-nl-* configs' non-local blocks:
+    on every other bottleneck of res3 and res4 (5 blocks), sub-sampled, unscaled, BN on the output."""
+    non_local = ((0, 0, 0), (0, 1, 0, 1), (0, 1, 0, 1, 0, 1), (0, 0, 0)) if non_local_mode else 0
+    cfg = {"mode": non_local_mode, "sub_sample": True, "use_scale": False} if non_local_mode else None
+    return lambda n: Recognizer3D(
+        ResNet3d(50, conv1_kernel=(5, 7, 7), conv1_stride_t=2, pool1_stride_t=2,
+                 inflate=((1, 1, 1), (1, 0, 1, 0), (1, 0, 1, 0, 1, 0), (0, 1, 0)),
+                 non_local=non_local, non_local_cfg=cfg),
+        I3DHead(2048, n))
+
+
 # entry -> (network for n classes, path of its classifier layer)
 _NETS: dict[str, tuple[Callable[[int], nn.Module], str]] = {
-    # _base_/models/i3d_r50.py
-    "i3d-r50-mmaction2": (lambda n: Recognizer3D(
-        ResNet3d(50, conv1_kernel=(5, 7, 7), conv1_stride_t=2, pool1_stride_t=2,
-                 inflate=((1, 1, 1), (1, 0, 1, 0), (1, 0, 1, 0, 1, 0), (0, 1, 0))),
-        I3DHead(2048, n)), "cls_head.fc_cls"),
+    "i3d-r50-mmaction2": (_i3d(), "cls_head.fc_cls"),
+    "i3d-nl-resnet50": (_i3d("embedded_gaussian"), "cls_head.fc_cls"),
+    "i3d-nl-dot-product-resnet50": (_i3d("dot_product"), "cls_head.fc_cls"),
+    "i3d-nl-gaussian-resnet50": (_i3d("gaussian"), "cls_head.fc_cls"),
     "slowonly-r50-4x16-mmaction2": (_slowonly, "cls_head.fc_cls"),
     "slowonly-r50-8x8-mmaction2": (_slowonly, "cls_head.fc_cls"),
     # _base_/models/slowfast_r50.py (4x16: tau = alpha = 8, fusion 5); the 8x8 config: 4, fusion_kernel 7
@@ -134,6 +149,16 @@ _entry("i3d-r50-mmaction2", "i3d", "resnet50-3d-mmaction2", 32, 2, 224, 256, _we
     "i3d_imagenet-pretrained-r50_8xb8-32x2x1-100e_kinetics400-rgb_20220812-e213c223.pth", 73.47, 91.27, 32, 224),
     "I3D ResNet-50: conv1 5x7x7 and pool1 with temporal stride 2, zero padding, pool2 after layer1",
     min_frames=5)  # conv1 and pool1 halve T, pool2 needs 2 frames left
+# Non-local I3D (Wang et al. 2018): the same I3D with five non-local blocks, one entry per mode of MMAction2's configs.
+_NL_WEIGHTS = {"i3d-nl-resnet50": ("embedded-gaussian", "afd8f562", 74.73, 91.80),
+               "i3d-nl-dot-product-resnet50": ("dot-product", "8e1f2148", 74.80, 92.07),
+               "i3d-nl-gaussian-resnet50": ("gaussian", "0c5cbf5a", 73.97, 91.33)}
+for _name, (_mode, _hash, _top1, _top5) in _NL_WEIGHTS.items():
+    _stem = f"i3d_imagenet-pretrained-r50-nl-{_mode}_8xb8-32x2x1-100e_kinetics400-rgb"
+    _entry(_name, "i3d", "resnet50-3d-nl-mmaction2", 32, 2, 224, 256, _weights(
+        f"i3d/{_stem}/{_stem}_20220812-{_hash}.pth", _top1, _top5, 32, 224),
+        f"Non-local I3D ResNet-50 ({_mode.replace('-', ' ')} non-local blocks in res3 and res4, Wang et al. 2018)",
+        min_frames=5)
 _entry("slowonly-r50-4x16-mmaction2", "slowonly", "resnet50-slowonly-mmaction2", 4, 16, 224, 256, _weights(
     "slowonly/slowonly_r50_8xb16-4x16x1-256e_kinetics400-rgb/"
     "slowonly_r50_4x16x1_256e_8xb16_kinetics400-rgb_20220901-f6a40d08.pth", 72.68, 90.68, 4, 224),

@@ -14,7 +14,7 @@ from dataclasses import replace
 
 from edgevid.models.registry import _REGISTRY, ModelConfig, get_config, register, resolve_builder
 
-ONLINE = ("mc3-18", "r3d-18", "r2plus1d-18", "c3d", "i3d-resnet50", "x3d-xs", "x3d-s", "x3d-m")
+ONLINE = ("mc3-18", "r3d-18", "r2plus1d-18", "c3d", "i3d-resnet50", "i3d-nl-resnet50", "x3d-xs", "x3d-s", "x3d-m", "t3d-densenet121")
 
 
 def build_online(config: ModelConfig):

@@ -119,7 +119,7 @@ _ALIASES: dict[str, str] = {}
 # registers its entries. A new family adds one line here.
 _FAMILY_MODULES = ("edgevid.models.tsm", "edgevid.models.tsn", "edgevid.models.two_stream", "edgevid.models.video3d",
                    "edgevid.models.c3d", "edgevid.models.i3d", "edgevid.models.x3d", "edgevid.models.slowfast",
-                   "edgevid.models.online3d", "edgevid.models.lrcn", "edgevid.models.mmaction_zoo")
+                   "edgevid.models.mmaction_zoo", "edgevid.models.t3d", "edgevid.models.online3d", "edgevid.models.lrcn")
 
 
 def register(config: ModelConfig, aliases: tuple[str, ...] = ()) -> ModelConfig:

@@ -39,6 +39,12 @@ class StatefulModule(nn.Module):
     state_out: torch.Tensor | None = None
 
     @property
+    def has_state(self) -> bool:
+        """False for a module that needs no state in this configuration (a time-strided pool of kernel 1, a causal
+        non-local block that sees one frame per clip): it still steps, but no state is wired to it."""
+        return True
+
+    @property
     def can_stream(self) -> bool:
         """False for modules that need future frames (e.g. the bi-directional shift)."""
         return True
@@ -56,7 +62,7 @@ class StatefulModule(nn.Module):
 
 def stateful_modules(model: nn.Module) -> list[tuple[str, StatefulModule]]:
     """(path, module) of every stateful module, in the fixed state order."""
-    return [(name, m) for name, m in model.named_modules() if isinstance(m, StatefulModule)]
+    return [(name, m) for name, m in model.named_modules() if isinstance(m, StatefulModule) and m.has_state]
 
 
 class StreamingModel(nn.Module):
@@ -87,14 +93,17 @@ class StreamingModel(nn.Module):
         if states and len(states) != len(self._stateful):
             raise ValueError(f"expected {len(self._stateful)} states, got {len(states)}")
         modules = [m for _, m in self._stateful]
-        for i, m in enumerate(modules):
+        # Stateless ones too: a time-strided pool of kernel 1 steps differently from how it runs on a clip.
+        stepping = [m for m in self.model.modules() if isinstance(m, StatefulModule)]
+        for m in stepping:
             m.streaming = True
+        for i, m in enumerate(modules):
             m.state_in = states[i] if states else None
         try:
             logits = self.model.forward_step(frame)
             new_states = tuple(m.state_out for m in modules)
         finally:
-            for m in modules:
+            for m in stepping:
                 m.streaming, m.state_in, m.state_out = False, None, None
         return (logits, *new_states)
 
