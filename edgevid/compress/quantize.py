@@ -39,6 +39,45 @@ What made INT8 slower than FP32, and the per-target recipe that fixes it
   variables with a zero initializer for that reason.
 - TensorRT accepts only symmetric signed INT8: PERFORMANCE preset, int8 activations.
 
+Attention (non-local blocks; ``edgevid.compress.attention`` finds MatMul(q, k) -> Softmax ->
+MatMul(weights, v) by that pattern, so convs, the classifier and weight MatMuls are never touched).
+NNCF's default quantizes all of it: Q/DQ on q, k and v (the theta / phi / g conv outputs) and on the
+Softmax output; the scores entering the Softmax stay float. ``benchmarks/bench_nonlocal_int8.py``,
+``i3d-nl-resnet50`` with random weights and active blocks, 2-core AMD EPYC (AVX512-VNNI/BF16, no AMX),
+2 threads, each placement from one NNCF run. The error the attention's own INT8 adds (mean |diff| /
+mean |FP32| of softmax(q k) v with NNCF's quantizers on FP32 q, k, v; per block, res3 then res4) and
+latency per clip at 32 x 224 (784 keys in res3, 196 in res4; a quiet run, medians of 6 interleaved
+rounds; INT8 with all of it quantized = 1.00):
+
+    kept in float              attention error, 5 blocks   ORT     OpenVINO f32   OpenVINO default
+    nothing (NNCF's default)   0.22 0.03 0.03 0.02 0.05    1.00    1.00           1.00
+    MatMul(weights, v)         0.03 0.02 0.02 0.01 0.03    1.05    1.07           1.03
+    MatMul(q, k)               0.22 0.02 0.01 0.01 0.02    1.11    1.07           0.98
+    both                       0 (by definition)           1.13    1.15           1.09
+
+(1.00 = 547, 121 and 128 ms per clip.) The Softmax output is what breaks: its one per-tensor scale
+follows the sharpest queries' top weights, so in a block whose attention is spread (res3's first: 784
+keys, mean top weight 0.07) most weights (~1/784) fall below one quantization step, 22% error.
+Keeping MatMul(weights, v) in float (its weights and v unquantized) takes that block to 3%; what is
+left is q and k's quantization, 1-3%. The logits do not show it
+on random weights (max |logit diff| / peak 0.24-0.34 and top-1 agreement 75-100% on 12 clips for every
+placement, equal within their noise: the rest of the network's INT8 error dominates). At 16 x 112
+(98 / 18 keys, attention 1-2% of the time) the errors are 0.02-0.08 all quantized, 0.02-0.06 with
+MatMul(weights, v) float, and latency moved by 0-5% (ORT 0.95 -> 1.00 of FP32; OpenVINO within 3%; a
+busy machine). So ONNX Runtime and OpenVINO keep MatMul(weights, v) in float
+(``float_attention=("av",)``), for 3-7% of the clip time at 224 px; keeping both costs 9-15%. (ONNX
+Runtime's INT8 of this I3D is barely faster than its FP32 at 224 px, 0.97 in the same run: that is
+the rest of the graph, the attention being 4% of its time.)
+
+TensorRT (not measured here) follows NVIDIA's rule for it: TensorRT fuses MatMul -> Softmax -> MatMul
+built from plain layers into one attention kernel ("Fused Attention", TensorRT docs) and, in explicit
+quantization, runs in INT8 exactly what the Q/DQ placement says ("Explicit Quantization"); NVIDIA's
+Model Optimizer, which writes Q/DQ ONNX for TensorRT, quantizes both attention MatMuls (inputs and
+Softmax output) for INT8 when the attention has at most 512 keys and neither above
+(``TENSORRT_INT8_ATTENTION_MAX_KEYS``). That rule also keeps the long spread attention above, 784
+keys, out of INT8. The manifest's ``build.int8.attention`` counts the attention MatMuls kept in float
+and names their blocks.
+
 The first conv and the classifier stay quantized by default: on the shipped checkpoint
 (132 held-out clips) INT8 top-1 equals FP32 (0.909) with 98.0-98.1% per-frame top-1
 agreement; keeping either in float did not raise the agreement. ``ignore`` keeps named layers
@@ -60,7 +99,7 @@ from typing import Any, TypeVar
 import numpy as np
 import onnx
 
-from edgevid.compress import qdq
+from edgevid.compress import attention, qdq, schedule
 from edgevid.compress.calibration import CalibrationSet, LabelledClips
 from edgevid.errors import EdgevidError, EdgevidWarning, require
 from edgevid.manifest import StatePair
@@ -68,6 +107,11 @@ from edgevid.manifest import StatePair
 TARGETS = ("onnxruntime", "openvino", "tensorrt")
 PRESETS = ("performance", "mixed")
 DEFAULT_MAX_ITERATIONS = 12  # accuracy control reverts at most this many quantizer groups
+# NVIDIA's TensorRT Model Optimizer, the ONNX quantizer that "generates QDQ nodes following TensorRT rules",
+# gives an attention's two MatMuls Q/DQ for INT8 only up to this many keys (NVIDIA/Model-Optimizer,
+# modelopt/onnx/quantization/graph_utils.py, ``find_nodes_from_mha_to_exclude``: "when quantize_mode ==
+# int8, if seq_len > 512, don't add Q/DQ layers to MatMuls in MHA pattern").
+TENSORRT_INT8_ATTENTION_MAX_KEYS = 512
 
 
 class AccuracyDropError(EdgevidError):
@@ -101,6 +145,11 @@ class Recipe:
     # the channel multiple of MLAS's symmetric int8 kernels (``edgevid.compress.qdq``).
     integer_states: bool = False
     pad_channels: bool = False
+    # Attention (non-local blocks, ``edgevid.compress.attention``): which of its MatMuls stay in float,
+    # "qk" = MatMul(q, k), "av" = MatMul(weights, v); and, where set, attention over more keys than
+    # this keeps both in float (see the module docstring for the measurements and TensorRT's rule).
+    float_attention: tuple[str, ...] = ()
+    int8_attention_max_keys: int | None = None
 
 
 def recipe_for(target: str, preset: str | None = None) -> Recipe:
@@ -113,10 +162,12 @@ def recipe_for(target: str, preset: str | None = None) -> Recipe:
     if name == "tensorrt":
         if preset == "mixed":
             raise EdgevidError("TensorRT supports only symmetric INT8: use the performance preset")
-        return Recipe(name, "performance", "int8")
+        # NVIDIA's rule, not measured here (see the module docstring): attention INT8 up to 512 keys.
+        return Recipe(name, "performance", "int8", int8_attention_max_keys=TENSORRT_INT8_ATTENTION_MAX_KEYS)
     if name == "onnxruntime":
-        return Recipe(name, preset or "performance", "uint8", integer_states=True, pad_channels=True)
-    return Recipe(name, preset or "performance", "as-is")
+        return Recipe(name, preset or "performance", "uint8", integer_states=True, pad_channels=True,
+                      float_attention=("av",))
+    return Recipe(name, preset or "performance", "as-is", float_attention=("av",))
 
 
 @dataclass
@@ -155,7 +206,8 @@ def _quiet():
 
 
 def _ignored_scope(nncf: Any, model: onnx.ModelProto, recipe: Recipe, ignore: Sequence[str]) -> Any:
-    """NNCF IgnoredScope: the recipe's op types, plus the nodes of the named layers."""
+    """NNCF IgnoredScope: the recipe's op types and attention MatMuls, a stream's step-counter arithmetic, plus
+    the nodes of the named layers."""
     names = []
     for layer in ignore:
         hits = [n.name for n in model.graph.node if n.op_type in qdq.WEIGHTED_OPS and len(n.input) > 1
@@ -164,6 +216,9 @@ def _ignored_scope(nncf: Any, model: onnx.ModelProto, recipe: Recipe, ignore: Se
             raise EdgevidError(f"--ignore {layer!r} names no layer of the model (use a module path such as "
                                "backbone.features.0.0)")
         names += hits
+    names += attention.float_matmuls(attention.find_attention(model), recipe.float_attention,
+                                     recipe.int8_attention_max_keys)
+    names += schedule.counter_nodes(model)  # a strided stream's step counter and gates count in float
     return nncf.IgnoredScope(names=names, types=list(recipe.ignored_types), validate=False)
 
 
@@ -236,7 +291,7 @@ def quantize_onnx(model: onnx.ModelProto | str | os.PathLike, calibration: Calib
 
     quantized, recipe = with_range_fallback(run, recipe_for(target, preset))
     steps = finalize(quantized, recipe)
-    result = with_integer_states(QuantizationResult(quantized, _info(quantized, recipe, calibration, steps)),
+    result = with_integer_states(QuantizationResult(quantized, _info(quantized, recipe, calibration, steps, proto)),
                                  recipe, states)
     if out_path is not None:
         result.save(out_path)
@@ -263,11 +318,16 @@ def with_range_fallback(run: Callable[[Recipe], _T], recipe: Recipe) -> tuple[_T
     return run(fallback), fallback
 
 
-def _info(model: onnx.ModelProto, recipe: Recipe, calibration: CalibrationSet, steps: dict[str, int]) -> dict[str, Any]:
-    return {"method": "nncf.quantize (post-training, QDQ)", "nncf": _version("nncf"), "recipe": asdict(recipe),
+def _info(model: onnx.ModelProto, recipe: Recipe, calibration: CalibrationSet, steps: dict[str, int],
+          source: onnx.ModelProto) -> dict[str, Any]:
+    info = {"method": "nncf.quantize (post-training, QDQ)", "nncf": _version("nncf"), "recipe": asdict(recipe),
             "calibration": calibration.describe(), "qdq_rewrites": steps,
             "int8_layers": len(qdq.quantized_weighted_layers(model)),
             "float_layers": qdq.float_weighted_layers(model)}
+    found = attention.find_attention(source)
+    if found:  # which attention MatMuls stayed in float, named by the FP32 graph's modules
+        info["attention"] = attention.summary(model, found)
+    return info
 
 
 def _version(name: str) -> str:
@@ -338,7 +398,7 @@ def quantize_with_accuracy_control(model: onnx.ModelProto | str | os.PathLike, c
     steps = finalize(quantized, recipe)
     fp32_top1 = predict(proto, validation.graph_clips, mode, states).top1(validation.labels)
     int8_top1 = predict(quantized, validation.graph_clips, mode, states).top1(validation.labels)
-    info = _info(quantized, recipe, calibration, steps)
+    info = _info(quantized, recipe, calibration, steps, proto)
     info["accuracy_control"] = {"max_drop": max_drop, "validation": validation.source, "fp32_top1": fp32_top1,
                                 "int8_top1": int8_top1, "drop": fp32_top1 - int8_top1,
                                 "kept_in_float": info["float_layers"], "max_iterations": max_iterations}
