@@ -621,3 +621,37 @@ def test_tsm_over_tsn_order_gap_survives_quantization(full_tsm, full_tsn, backen
     print(f"{backend}: order-pair gap TSM-TSN FP32 {gap_fp32:.3f}, INT8 {gap_int8:.3f}")
     assert gap_fp32 > 0.25  # TSM tells time-reversed pairs apart, TSN cannot
     assert gap_int8 >= gap_fp32 - 0.03
+
+
+def test_a_concat_switched_to_its_inputs_quantizer_of_the_other_integer_type_stays_a_valid_graph():
+    """OpenVINO keeps NNCF's uint8 (after a ReLU) / int8 mix: a Concat of two uint8 inputs whose own quantizer was int8
+    takes their uint8 parameters, and the graph's recorded int8 type of that tensor must go (T3D's dense blocks were
+    refused by the ONNX checker: "x_zero_point has inconsistent type")."""
+    import onnx
+    from onnx import TensorProto, helper, numpy_helper
+
+    from edgevid.compress import qdq
+
+    def init(name, value, dtype):
+        return numpy_helper.from_array(np.array(value, dtype=dtype), name)
+
+    nodes = [helper.make_node("Relu", [x], [f"r{x}"]) for x in ("a", "b")]
+    for x in ("a", "b"):  # both inputs: one uint8 quantizer after their ReLU
+        nodes += [helper.make_node("QuantizeLinear", [f"r{x}", "s_in", "zp_in"], [f"q{x}"]),
+                  helper.make_node("DequantizeLinear", [f"q{x}", "s_in", "zp_in"], [f"d{x}"])]
+    nodes += [helper.make_node("Concat", ["da", "db"], ["cat"], axis=1),
+              helper.make_node("QuantizeLinear", ["cat", "s_out", "zp_out"], ["qcat"]),
+              helper.make_node("DequantizeLinear", ["qcat", "s_out", "zp_out"], ["out"])]
+    graph = helper.make_graph(
+        nodes, "concat", [helper.make_tensor_value_info(x, TensorProto.FLOAT, [1, 2, 4, 4]) for x in ("a", "b")],
+        [helper.make_tensor_value_info("out", TensorProto.FLOAT, [1, 4, 4, 4])],
+        [init("s_in", 0.05, np.float32), init("zp_in", 0, np.uint8), init("s_out", 0.1, np.float32),
+         init("zp_out", 0, np.int8)])
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    model = onnx.shape_inference.infer_shapes(model)  # records qcat as int8, as the exported graphs do
+    assert {v.name: v.type.tensor_type.elem_type for v in model.graph.value_info}["qcat"] == TensorProto.INT8
+    qdq.requantize_concat_inputs(model)
+    q = next(n for n in model.graph.node if n.output[0] == "qcat")
+    assert list(q.input[1:]) == ["s_in", "zp_in"]  # switched to its inputs' uint8 parameters
+    onnx.shape_inference.infer_shapes(model, check_type=True, strict_mode=True)  # raised before the fix
+    onnx.checker.check_model(model, full_check=True)

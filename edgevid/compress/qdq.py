@@ -210,6 +210,10 @@ def requantize_concat_inputs(model: onnx.ModelProto) -> int:
 def _set_params(g: _Graph, q: onnx.NodeProto, scale: str, zero_point: str) -> None:
     """Point a QuantizeLinear and its DequantizeLinear consumers at other parameters."""
     q.input[1], q.input[2] = scale, zero_point
+    # The new zero point may be of the other integer type (OpenVINO keeps NNCF's mix of uint8 after a ReLU and
+    # int8 elsewhere): the recorded type of the quantized tensor would then contradict it (T3D's dense concats).
+    for stale in [v for v in g.graph.value_info if v.name == q.output[0]]:
+        g.graph.value_info.remove(stale)
     for node, _ in g.consumers[q.output[0]]:
         if node.op_type == DQ:
             node.input[1], node.input[2] = scale, zero_point
