@@ -120,6 +120,7 @@ def test_the_quantized_graph_places_the_attention_as_the_target_recipe_says(tiny
     assert named == {label for label, r in rows.items() if not (r["qk"]["int8"] and r["av"]["int8"])}
 
 
+@pytest.mark.slow  # 25-45 s: NNCF on an R50; the placement itself is checked above on a small graph
 def test_nl_i3d_int8_export_runs_with_its_accuracy_check_and_records_the_float_attention(tmp_path):
     from edgevid.models import build_model
     from edgevid.models.batchnorm import recalibrate_batchnorm
