@@ -41,14 +41,8 @@ class Attention:
         return self.qk if role == "qk" else self.av
 
 
-class _Maps:
-    def __init__(self, graph: onnx.GraphProto) -> None:
-        self.inits = {i.name for i in graph.initializer}
-        self.producer = {o: n for n in graph.node for o in n.output}
-        self.consumers: dict[str, list[tuple[onnx.NodeProto, int]]] = {}
-        for n in graph.node:
-            for i, name in enumerate(n.input):
-                self.consumers.setdefault(name, []).append((n, i))
+class _Maps(qdq._Graph):
+    """qdq's producer / consumer maps, plus what counts as a constant here."""
 
     def constant(self, tensor: str) -> bool:
         node = self.producer.get(tensor)
@@ -82,7 +76,10 @@ def _weighted_layer(m: _Maps, tensor: str, up: bool) -> str | None:
     frontier, seen = [tensor], set()
     while frontier and len(seen) < 64:
         t = frontier.pop(0)
-        nodes = [m.producer[t]] if up and t in m.producer else [n for n, _ in m.consumers.get(t, [])] if not up else []
+        if up:
+            nodes = [m.producer[t]] if t in m.producer else []
+        else:
+            nodes = [n for n, _ in m.consumers.get(t, [])]
         for node in nodes:
             if node.name in seen:
                 continue
@@ -122,7 +119,7 @@ def _static_last_dims(model: onnx.ModelProto) -> dict[str, int]:
 
 def find_attention(model: onnx.ModelProto) -> list[Attention]:
     """Every attention of ``model`` (FP32 or QDQ), in graph order."""
-    m = _Maps(model.graph)
+    m = _Maps(model)
     dims: dict[str, int] | None = None
     found = []
     for node in model.graph.node:
@@ -171,7 +168,7 @@ def placement(model: onnx.ModelProto, attentions: Iterable[Attention] | None = N
     ``attentions``: found on the FP32 graph (their labels name the modules; NNCF keeps node names),
     by default found on ``model`` itself.
     """
-    m = _Maps(model.graph)
+    m = _Maps(model)
     nodes = {n.name: n for n in model.graph.node}
     rows = []
     for a in find_attention(model) if attentions is None else attentions:
