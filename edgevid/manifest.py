@@ -347,14 +347,21 @@ class Sampling:
     frames: int
     stride: int = 1
     smooth: int = 0
+    # A stream of a time-strided network makes a new output every ``output_every`` steps, the first
+    # at step ``first_output`` (1-based); in between it holds its last one. 1, 1: every step.
+    output_every: int = 1
+    first_output: int = 1
 
     @classmethod
     def from_dict(cls, data: Any, where: str = "sampling") -> Sampling:
-        """Parse and check manifest sampling (``frames`` 1..1024, ``stride`` 1..64, ``smooth`` 0..1024)."""
+        """Parse and check manifest sampling (``frames`` 1..1024, ``stride`` 1..64, ``smooth`` 0..1024,
+        ``output_every`` and ``first_output`` 1..1024)."""
         d = _fields(cls, data, where)
         return cls(frames=_int(d["frames"], _at(where, "frames"), 1, MAX_FRAMES),
                    stride=_int(d.get("stride", 1), _at(where, "stride"), 1, MAX_STRIDE),
-                   smooth=_int(d.get("smooth", 0), _at(where, "smooth"), 0, MAX_FRAMES))
+                   smooth=_int(d.get("smooth", 0), _at(where, "smooth"), 0, MAX_FRAMES),
+                   output_every=_int(d.get("output_every", 1), _at(where, "output_every"), 1, MAX_FRAMES),
+                   first_output=_int(d.get("first_output", 1), _at(where, "first_output"), 1, MAX_FRAMES))
 
 
 @dataclass(frozen=True)
@@ -463,10 +470,13 @@ class Manifest:
         return [s.output for s in self.states]
 
     def to_dict(self) -> dict[str, Any]:
-        """JSON-ready dict (no ``motion`` key for an RGB model: its manifest reads as before)."""
+        """JSON-ready dict: no ``motion`` key for an RGB model, no output timing for a stream that answers
+        every step (such manifests read as before, older runtimes included)."""
         data = asdict(self)
         if data["motion"] is None:
             del data["motion"]
+        if (self.sampling.output_every, self.sampling.first_output) == (1, 1):
+            del data["sampling"]["output_every"], data["sampling"]["first_output"]
         return data
 
     @classmethod

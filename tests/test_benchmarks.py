@@ -30,3 +30,18 @@ def test_bench_compress_runs_tiny(tmp_path):
     for backend in ("onnxruntime_ms", "openvino_ms"):
         assert figures[backend] and all(v > 0 for v in figures[backend].values()), figures[backend]
     assert figures["pruning"]["macs_after"] < figures["pruning"]["macs_before"]
+
+
+@pytest.mark.slow  # 50 s: one epoch of X3D-XS-online at 32 px in each regime, and their eval
+def test_bench_stream_accuracy_runs_tiny(tmp_path):
+    out = tmp_path / "figures.json"
+    proc = subprocess.run(
+        [sys.executable, str(ROOT / "benchmarks" / "bench_stream_accuracy.py"), "--tiny", "--work", str(tmp_path / "w"),
+         "--json", str(out)], capture_output=True, text=True, timeout=600)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    import json
+
+    rows = json.loads(out.read_text())["rows"]
+    assert [(r["model"], r["regime"]) for r in rows] == [("x3d-xs-online", "stream"), ("x3d-xs-online", "clip")]
+    assert all(0 <= r["clip_top1"] <= 1 and 0 <= r["stream_top1"] <= 1 and r["test_videos"] == 22 for r in rows)
+    assert "| x3d-xs-online | 8 | 32 | stream |" in proc.stdout

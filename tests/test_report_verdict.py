@@ -262,6 +262,10 @@ def test_a_model_without_a_checkpoint_gets_a_latency_only_report(tmp_path):
     report = json.loads((out / "report.json").read_text())
     assert report["random_weights"] is True
     assert report["findings"][0].startswith("x3d-xs-online ships no checkpoint")
+    # A model trained to stream: the torch clip model's accuracy on the same videos sits next to the stream's.
+    clip = next(r for r in report["rows"] if r["variant"] == "torch/clip/fp32")
+    assert clip["reference"] and clip["accuracy"]["videos"] == 3 and clip["latency_ms"] is None
+    assert any(f.startswith("Streamed against clip (torch FP32, same weights)") for f in report["findings"])
     assert "random weights" in report["verdict"]["text"]
     assert "random weights" in (out / "report.md").read_text().lower()
 

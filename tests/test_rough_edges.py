@@ -215,7 +215,7 @@ def test_zoo_list_shows_the_cost_of_the_model_its_shipped_weights_build(capsys):
     assert main(["zoo", "list"]) == 0
     text = capsys.readouterr().out
     row = next(line for line in text.splitlines() if line.startswith("tsm-mobilenetv2-online (tsm) "))
-    shipped = measure("tsm-mobilenetv2-online", input_size=112, frames=8, width_mult=0.5, num_classes=11)
+    shipped = dict(measure("tsm-mobilenetv2-online", input_size=112, frames=8, width_mult=0.5, num_classes=11))
     default = measure("tsm-mobilenetv2-online")
     assert shipped["gmacs_per_clip"] < default["gmacs_per_clip"] / 4  # half the side, half the width
     cells = row.split()
@@ -230,7 +230,8 @@ def test_zoo_list_shows_the_cost_of_the_model_its_shipped_weights_build(capsys):
     entries = {e["name"]: e for e in json.loads(capsys.readouterr().out)}
     tsm = entries["tsm-mobilenetv2-online"]
     assert tsm["cost_of"] == tsm["shipped_arch"] == {"input_size": 112, "frames": 8, "width_mult": 0.5, "num_classes": 11}
-    assert tsm["cost"] == shipped
+    timing = {"every": shipped.pop("output_every"), "first": shipped.pop("first_output")}
+    assert tsm["cost"] == shipped and tsm["stream_output"] == timing == {"every": 1, "first": 1}
     assert entries["r3d-18"]["shipped_arch"] is None
 
 

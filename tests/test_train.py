@@ -305,6 +305,14 @@ def test_eval_with_classes_other_than_the_checkpoints(resumed: dict[str, Path], 
     (["--epochs", "0"], "--epochs must be at least 1"),
     (["--model", "nope"], "unknown model 'nope'"),
     (["--model", "x3d-xs"], "--width-mult applies to the 2D-backbone families"),  # TINY_ARGS has --width 0.25
+    (["--regime", "stream"], "--regime stream applies to the models whose stream outgrows their clip"),
+    (["--model", "x3d-xs", "--regime", "stream"], "not to x3d-xs"),
+    (["--stream-frames", "32"], "--stream-frames applies to --regime stream (the default of the streaming 3D CNNs"),
+    (["--model", "x3d-xs-online", "--sampling", "segment"],
+     "--sampling segment does not apply to the stream regime (the default of x3d-xs-online)"),
+    (["--model", "x3d-xs-online", "--frames", "4", "--stream-frames", "4"],
+     "--stream-frames must be more than --frames (4)"),
+    (["--model", "r2plus1d-18-online", "--frames", "4"], "r2plus1d-18-online takes at least 8 frames per clip"),
 ])
 def test_train_refuses_bad_options(tiny: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str],
                                    extra: list[str], message: str) -> None:

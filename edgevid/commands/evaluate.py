@@ -16,7 +16,9 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
         "eval", help="measure a model's accuracy on a dataset split (torch)",
         description="Top-1 and order-pair accuracy (telling time-reversed class pairs apart, chance 0.5) of a "
         "zoo model on a dataset split, with the preprocessing and frame count it was trained with. A two-stream "
-        "model runs both streams on the same clips and reports the fused scores and each stream alone.",
+        "model runs both streams on the same clips and reports the fused scores and each stream alone. A model "
+        "trained to stream (the -online 3D CNNs, LRCN) is also streamed over every video from its first frame to "
+        "its last, and scored by its final output.",
     )
     p.add_argument("--model", required=True, help="zoo name, e.g. tsm")
     p.add_argument("--data", required=True, help="dataset folder")
@@ -53,6 +55,9 @@ def run(args: argparse.Namespace) -> int:
     skipped = f", {r.skipped} unreadable skipped" if r.skipped else ""
     print(f"{r.model} on {args.data} [{r.split}, {r.clips} clips{skipped}]: top-1 {r.top1:.3f}, "
           f"order-pair {_pair(r.order_pair)}")
+    if r.stream_top1 is not None:
+        print(f"  streamed, each video from its first frame to its last, final output: top-1 {r.stream_top1:.3f}, "
+              f"order-pair {_pair(r.stream_order_pair)}")
     for name, alone in r.streams.items():  # two-stream: each stream alone, same clips
         print(f"  {name} stream alone: top-1 {alone['top1']:.3f}, order-pair {_pair(alone['order_pair'])}")
     for name, acc in r.per_class.items():

@@ -45,7 +45,14 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
                    help="MobileNetV2 width multiplier (default: 1.0; TSM, TSN, LRCN only)")
     p.add_argument("--sampling", choices=("segment", "dense"),
                    help="TSN segments or dense consecutive frames (default: segment; dense for the motion "
-                   "models tsn-flow-*, tsn-rgbdiff-*, whose L + --frames consecutive frames make --frames stacks)")
+                   "models tsn-flow-*, tsn-rgbdiff-*, whose L + --frames consecutive frames make --frames stacks, "
+                   "and in the stream regime)")
+    p.add_argument("--regime", choices=("clip", "stream"),
+                   help="clip: the loss on T-frame clips; stream: on the outputs of --stream-frames consecutive frames "
+                   "after a warm-up of --frames, the regime a causal model streams in (default: stream for the "
+                   "-online 3D CNNs and LRCN, clip for the rest)")
+    p.add_argument("--stream-frames", type=argtypes.int_range(2, 1024), metavar="S",
+                   help="frames per training stream in the stream regime (default: 2 x --frames, at least 16)")
     p.add_argument("--workers", type=argtypes.int_range(0, max_workers()), default=1,
                    help=f"data loading processes, 0 to {max_workers()} (4 per CPU, at most 64; default: %(default)s)")
     p.add_argument("--seed", type=argtypes.seed, default=0, help="0 to 2**32-1 (default: %(default)s)")
@@ -71,14 +78,17 @@ def run(args: argparse.Namespace) -> int:
                       checkpoint=checkpoint_of(args, None, not args.quiet),
                       epochs=args.epochs, batch_size=args.batch_size, lr=args.lr, size=args.size,
                       frames=args.frames, width_mult=args.width_mult, sampling=args.sampling,
+                      regime=args.regime, stream_frames=args.stream_frames,
                       workers=args.workers, seed=args.seed, resume=args.resume, force=args.force,
                       on_error="skip" if args.skip_unreadable else "raise", progress=not args.quiet)
     with exit_on():  # SIGTERM: workers shut down, temp files removed, exit 143
         history = train(cfg)
-    best = max(history, key=lambda h: h.val_top1)
+    best = max(history, key=lambda h: h.score)
     if args.json:
         print(json.dumps({"output": str(args.output), "last": str(last_path(args.output)),
                           "best": asdict(best), "history": [asdict(h) for h in history]}, indent=2))
         return 0
-    print(f"best epoch {best.epoch}: val top-1 {best.val_top1:.3f}, order-pair {best.val_pair:.3f} -> {args.output}")
+    streamed = f" (stream {best.val_stream_top1:.3f})" if best.val_stream_top1 is not None else ""
+    print(f"best epoch {best.epoch}: val top-1 {best.val_top1:.3f}{streamed}, order-pair {best.val_pair:.3f} -> "
+          f"{args.output}")
     return 0

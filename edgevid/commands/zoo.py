@@ -52,12 +52,13 @@ def run_list(args: argparse.Namespace) -> int:
     # where the entry ships weights (tsm: 112 px, width 0.5, 11 classes), else the zoo default's.
     costs = {c.name: _cost(c.name, **(_shipped_arch(c) or {})) for c in configs}
     if args.json:
-        print(json.dumps([_config_json(c) | {"aliases": alias_of.get(c.name, []), "cost": costs[c.name],
+        print(json.dumps([_config_json(c) | {"aliases": alias_of.get(c.name, []), "cost": _without_timing(costs[c.name]),
+                                             "stream_output": _timing(costs[c.name]),
                                              "cost_of": _shipped_arch(c) or _arch(c), "shipped_arch": _shipped_arch(c)}
                           for c in configs], indent=2))
         return 0
     rows = [("name", "family", "backbone", "shift", "frames", "size", "stream", "params", "GMACs/clip",
-             "GMACs/frame", "weights")]
+             "GMACs/frame", "outputs", "weights")]
     notes = []
     for c in configs:
         name = c.name + (f" ({', '.join(alias_of[c.name])})" if c.name in alias_of else "")
@@ -81,8 +82,12 @@ def run_list(args: argparse.Namespace) -> int:
         rows.append((name, c.family, c.backbone, c.shift, frames, size,
                      "yes" if c.can_stream else "no", f"{cost['params'] / 1e6:.1f}M{mark}" if cost else "-",
                      f"{cost['gmacs_per_clip']:.2f}{mark}" if cost else "-",
-                     f"{cost['gmacs_per_frame']:.2f}{mark}" if cost.get("gmacs_per_frame") else "-", weights))
+                     f"{cost['gmacs_per_frame']:.2f}{mark}" if cost.get("gmacs_per_frame") else "-",
+                     _outputs_text(cost), weights))
     _print_table(rows)
+    if any(c.get("output_every", 1) > 1 for c in costs.values() if c):
+        print("outputs: when a stream answers. 'every 8 from 8': a time-strided network makes a new output on steps "
+              "8, 16, 24, ... (each stride's last frame) and holds it in between; nothing before step 8")
     if not any(costs.values()):
         print("(params and GMACs are measured with torch: pip install 'edgevid[export]')")
     elif notes:
@@ -92,6 +97,25 @@ def run_list(args: argparse.Namespace) -> int:
 
 
 _ARCH_FIELDS = ("input_size", "frames", "width_mult", "num_classes")  # what a checkpoint may set (edgevid.models)
+
+
+def _timing(cost: dict[str, Any] | None) -> dict[str, int] | None:
+    """``{"every": P, "first": F}`` (steps) of a streaming entry, else None."""
+    if not cost or "output_every" not in cost:
+        return None
+    return {"every": cost["output_every"], "first": cost["first_output"]}
+
+
+def _without_timing(cost: dict[str, Any] | None) -> dict[str, Any] | None:
+    return None if cost is None else {k: v for k, v in cost.items() if k not in ("output_every", "first_output")}
+
+
+def _outputs_text(cost: dict[str, Any]) -> str:
+    """When a stream answers: "every step", or "every P from F" for a time-strided network."""
+    if "output_every" not in cost:
+        return "-"
+    every, first = cost["output_every"], cost["first_output"]
+    return "every step" if every == 1 else f"every {every} from {first}"
 
 
 def _arch(spec: Any) -> dict[str, Any]:

@@ -38,6 +38,17 @@ class GraphQuantizer(Protocol):
                  frames: int, target: str, motion: Any = None, stride: int = 1) -> Any: ...
 
 
+def _sampling(mode: str, net: Any, frames: int) -> Sampling:
+    """The manifest's sampling: the stream's smoothing and, for a time-strided one, when it makes outputs."""
+    if mode != "stream":
+        return Sampling(frames=frames, stride=net.config.frame_stride)
+    from edgevid.models.continual import emission
+
+    every, first = emission(net)
+    return Sampling(frames=frames, stride=net.config.frame_stride, smooth=net.config.stream_smooth,
+                    output_every=every, first_output=first)
+
+
 def write_export(work: Path, plan: ExportPlan, net: Any, streaming: Any, weights: dict[str, Any], frames: int,
                  size: int, preprocess: Preprocess, status: Status, *, validate: bool,
                  tolerance: float | None, quantizer: GraphQuantizer | None = None) -> Manifest:
@@ -56,8 +67,7 @@ def write_export(work: Path, plan: ExportPlan, net: Any, streaming: Any, weights
     inputs, outputs = _graph_io(plan, frames, size, net.num_classes, states, motion.channels if motion else 3)
     manifest = Manifest(
         model=plan.model, family=net.config.family, mode=plan.mode, inputs=inputs, outputs=outputs,
-        preprocess=preprocess, sampling=Sampling(frames=frames, stride=net.config.frame_stride,
-                                                      smooth=net.config.stream_smooth if plan.mode == "stream" else 0),
+        preprocess=preprocess, sampling=_sampling(plan.mode, net, frames),
         labels=list(net.labels),
         states=states, precision=plan.precision, target=plan.target.name, device=plan.device,
         files={"onnx": ONNX_FILE}, motion=motion,

@@ -50,6 +50,12 @@ def _checkpoint_arch(meta: dict[str, Any], source: str) -> dict[str, Any]:
     if "resize" in arch and arch["resize"] < arch.get("input_size", 0):
         raise EdgevidError(f"checkpoint {source}: config resize={arch['resize']} is smaller than its "
                            f"input_size={arch['input_size']}")
+    sampling = config.get("sampling")
+    if sampling is not None:
+        if sampling not in ("segment", "dense"):
+            raise EdgevidError(f"checkpoint {source}: config sampling={sampling!r} is not segment or dense; the file "
+                               "is damaged or not from edgevid")
+        arch["sampling"] = sampling
     labels = meta.get("labels", [])
     if not isinstance(labels, (list, tuple)) or not all(isinstance(x, str) for x in labels):
         raise EdgevidError(f"checkpoint {source}: labels must be a list of strings")

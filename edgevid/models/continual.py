@@ -182,6 +182,11 @@ class CoWindowPool(_Scheduled):
         super().__init__()
         self.window, self.last_only = max(1, int(window)), last_only
 
+    @property
+    def has_state(self) -> bool:
+        """A window of one frame (a clip of exactly the total temporal stride) keeps nothing."""
+        return self.window > 1
+
     def state_shape(self, x: torch.Tensor) -> tuple[int, ...]:
         return (x.shape[0], x.shape[1], self.window - 1, 1, 1)
 
@@ -312,3 +317,14 @@ def to_continual(model: nn.Module, frames: int, size: int = 64) -> nn.Module:
     model.continual = True
     return model
 
+
+def emission(model: nn.Module) -> tuple[int, int]:
+    """(every, first) of a stream: a new output every ``every`` steps, the first at step ``first`` (1-based).
+
+    A network of total temporal stride P answers on steps P, 2P, ... (each stride's last input) and
+    holds its last output in between; (1, 1) for any model without a hold (stride-free, TSM, LRCN).
+    """
+    hold = getattr(model, "hold", None)
+    if hold is None:
+        return 1, 1
+    return hold.period, hold.offset + 1

@@ -23,7 +23,8 @@ def _config(name: str, overrides: tuple[tuple[str, Any], ...]) -> Any:
 
 
 def measure(name: str, **overrides: Any) -> dict[str, Any]:
-    """``{"params": n, "gmacs_per_clip": x, "gmacs_per_frame": y | None}`` of zoo entry ``name``,
+    """``{"params": n, "gmacs_per_clip": x, "gmacs_per_frame": y | None}`` of zoo entry ``name``, and
+    for a streaming entry when its stream makes outputs (``output_every``, ``first_output``: steps),
     with config fields replaced by ``overrides`` (e.g. the architecture its shipped weights build:
     input_size, frames, width_mult, num_classes).
 
@@ -81,10 +82,13 @@ def _measure(config: Any) -> dict[str, Any]:
         clips = [torch.empty(1, config.frames, _channels(s), size, size) for s in streams]
     with FlopCounterMode(display=False) as counter, torch.no_grad():
         model(*clips)
-    per_frame = None
+    per_frame, timing = None, {}
     if config.can_stream:
+        from edgevid.models.continual import emission
         from edgevid.models.streaming import to_streaming
 
+        every, first = emission(model)
+        timing = {"output_every": every, "first_output": first}
         per_frame = 0.0
         for stream in streams:
             streaming = to_streaming(stream)
@@ -97,7 +101,7 @@ def _measure(config: Any) -> dict[str, Any]:
             per_frame += step.get_total_flops() / 2e9
         per_frame = round(per_frame, 3)
     return {"params": int(sum(p.numel() for p in model.parameters())),
-            "gmacs_per_clip": round(counter.get_total_flops() / 2e9, 3), "gmacs_per_frame": per_frame}
+            "gmacs_per_clip": round(counter.get_total_flops() / 2e9, 3), "gmacs_per_frame": per_frame, **timing}
 
 
 def _channels(model: Any) -> int:

@@ -72,7 +72,7 @@ def build_i3d(config: ModelConfig) -> Clip3DClassifier:
 
 register(ModelConfig(
     name="i3d-resnet50", family="i3d", backbone="resnet50-inflated", builder="edgevid.models.i3d:build_i3d",
-    frames=8, frame_stride=8, input_size=224, resize=256, num_classes=400,
+    frames=8, min_frames=2, frame_stride=8, input_size=224, resize=256, num_classes=400,  # pool2 halves time
     description="I3D ResNet-50: ImageNet ResNet-50 inflated to 3D (Carreira & Zisserman 2017), temporal stride 1 and "
                 "edge-replicated temporal padding; MMAction2's I3D is i3d-r50-mmaction2",
 ))

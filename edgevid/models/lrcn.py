@@ -104,6 +104,6 @@ def build_lrcn(config: ModelConfig) -> LRCN:
 
 register(ModelConfig(
     name="lrcn-mobilenetv2", family="lrcn", backbone="mobilenetv2", builder="edgevid.models.lrcn:build_lrcn",
-    can_stream=True, stream_smooth=1,
+    can_stream=True, stream_smooth=1, stream_training=True,
     description="LRCN: MobileNetV2 frame features into an LSTM (h, c: the stream's state) (Donahue et al. 2015)",
 ))

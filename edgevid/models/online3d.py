@@ -27,12 +27,17 @@ def build_online(config: ModelConfig):
     return to_continual(model, frames=config.frames, size=config.input_size)
 
 
+# Total temporal stride, where it exceeds the clip entry's min_frames: the causal form keeps each
+# stride's last input, so a clip shorter than the stride has no output (tests/test_min_frames.py).
+_STRIDE = {"r3d-18": 8, "r2plus1d-18": 8, "i3d-nl-resnet50": 8}
+
 for _name in ONLINE:
     _base = _REGISTRY[_name]  # registered by the families imported before this module
     register(replace(
+        _base, min_frames=max(_base.min_frames, _STRIDE.get(_name, 1)),
         # max_frames=None: the causal model answers for its last window, so a clip of any length
         # past the minimum fits even a fixed-size classifier (C3D's fc6 takes 16-31 frames as a clip).
-        _base, name=f"{_name}-online", builder="edgevid.models.online3d:build_online", can_stream=True,
-        stream_smooth=1, weights=(), max_frames=None,
+        name=f"{_name}-online", builder="edgevid.models.online3d:build_online", can_stream=True,
+        stream_smooth=1, stream_training=True, weights=(), max_frames=None,
         description=f"{_name}, causal: streams frame by frame with its temporal states as explicit I/O "
                     "(Continual 3D CNNs, Hedegaard & Iosifidis 2022)"))

@@ -72,6 +72,7 @@ class ModelConfig:
     max_frames: int | None = None  # the most (a fixed-size classifier input: C3D's fc6)
     crop_range: tuple[int, int] | None = None  # (smallest, largest) crop size the network takes, if limited
     frame_stride: int = 1  # gap between the frames the model was trained on (sets the runtime's step)
+    sampling: str = "segment"  # how its clips were sampled: "segment" (TSN) or "dense" (consecutive frames)
     input_size: int = 224
     resize: int = 256  # shorter side before the centre crop
     mean: tuple[float, float, float] = IMAGENET_MEAN
@@ -82,6 +83,9 @@ class ModelConfig:
     width_mult: float = 1.0
     can_stream: bool = False
     stream_smooth: int = 0  # predictions a stream averages by default (0: the clip length; 1: the model pools itself)
+    # The stream's receptive field outgrows the clip (stacked causal convs, an LSTM): `edgevid train`
+    # trains it in the stream regime by default (edgevid.train.regime).
+    stream_training: bool = False
     motion: Motion | None = None  # a motion input the host computes (TSN's temporal stream); None: RGB frames
     description: str = ""
     weights: tuple[WeightsSpec, ...] = ()
@@ -90,7 +94,7 @@ class ModelConfig:
         """Refuse a clip length or crop size the network cannot take (one line, before any export)."""
         if frames < self.min_frames or (self.max_frames is not None and frames > self.max_frames):
             span = f"{self.min_frames}-{self.max_frames}" if self.max_frames else f"at least {self.min_frames}"
-            raise EdgevidError(f"{self.name} takes {span} frames per clip (its temporal pooling), not {frames}")
+            raise EdgevidError(f"{self.name} takes {span} frames per clip (its temporal downsampling), not {frames}")
         if self.crop_range is not None and not self.crop_range[0] <= size <= self.crop_range[1]:
             lo, hi = self.crop_range
             raise EdgevidError(f"{self.name} takes {lo}-{hi} px crops (its classifier's input is fixed), not {size}")

@@ -54,10 +54,12 @@ def _torchvision_weights(file: str, top1: float, top5: float, size: int, views: 
         labels_name="kinetics400")
 
 
-def _entry(name: str, arch: str, size: int, resize: int, description: str, weights: WeightsSpec) -> None:
+def _entry(name: str, arch: str, size: int, resize: int, description: str, weights: WeightsSpec,
+           min_frames: int = 1) -> None:
     register(ModelConfig(
         name=name, family="video3d", backbone=arch, builder="edgevid.models.video3d:build_torchvision_video",
-        frames=16, frame_stride=2, input_size=size, resize=resize, mean=KINETICS_MEAN, std=KINETICS_STD,
+        frames=16, min_frames=min_frames, frame_stride=2, input_size=size, resize=resize, mean=KINETICS_MEAN,
+        std=KINETICS_STD,
         num_classes=400, description=description + " (torchvision layout; 16 frames, ~15 fps of 30 fps video)",
         weights=(weights,),
     ))
@@ -71,4 +73,5 @@ _entry("r2plus1d-18", "r2plus1d_18", 112, 128, "R(2+1)D-18: 3D convs factorised 
        "(Tran et al. 2018)", _torchvision_weights("r2plus1d_18-91a641e6.pth", 67.463, 86.175, 112))
 _entry("s3d", "s3d", 224, 256, "S3D: I3D with separable 2D + 1D convolutions (Xie et al. 2018)",
        _torchvision_weights("s3d-d76dad2f.pth", 68.368, 88.05, 224,
-                            "clip-level: 1 clip of 128 frames at 15 fps x 1 crop"))
+                            "clip-level: 1 clip of 128 frames at 15 fps x 1 crop"),
+       min_frames=5)  # the stem and features.7 halve time, features.13 max-pools 2 frames

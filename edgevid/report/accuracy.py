@@ -118,6 +118,12 @@ def run_variant(runner: Any, held_out: HeldOut) -> Outputs:
     return Outputs(np.stack(scores), steps, missing)
 
 
+def clip_of(stream: Any) -> Any:
+    """The clip-mode view of a stream manifest (same frames, stride, labels; no states): what ``torch_reference``
+    needs to score the stream's own weights as a clip model, on each video's last T sampled frames."""
+    return replace(stream, mode="clip", states=[])
+
+
 def _smoothed(logits: np.ndarray, smooth: int) -> np.ndarray:
     """The session's score of the last prediction: softmax averaged over the last ``smooth``."""
     z = logits[-smooth:].astype(np.float64)
@@ -154,7 +160,8 @@ def torch_reference(model: Any, streaming: Any, manifest: Any, held_out: HeldOut
             logits, smooth = np.zeros((0, k), np.float32), 1
         elif manifest.mode == "stream":
             out = reference_stream(streaming, float_states(manifest.states, state_encodings(manifest)), sampled[None])
-            logits = np.concatenate([o["logits"] for o in out])
+            # Before a time-strided network's first output the session predicts nothing: neither does this.
+            logits = np.concatenate([o["logits"] for o in out])[manifest.sampling.first_output - 1:]
             smooth = t
         else:
             windows = [sampled[i - t + 1:i + 1] for i in range(t - 1, len(sampled))]

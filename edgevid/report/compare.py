@@ -221,6 +221,17 @@ class ReportBuilder:
                 "precision": "fp32", "reference": True, "unit": call_unit(manifests[mode]),
                 "accuracy": acc.accuracy(references[mode], held_out),
             }
+        if "stream" in manifests and "clip" not in manifests and get_config(opts.model).stream_training:
+            # A model trained to stream keeps its clip accuracy or not: the torch clip model on the same videos,
+            # each one's last T frames, sits next to the stream's final label (accuracy only, no latency).
+            clip = acc.clip_of(manifests["stream"])
+            reference = acc.torch_reference(model, None, clip, held_out, progress=opts.progress,
+                                            desc="torch reference (clip)")
+            self.rows["torch/clip/fp32"] = {
+                "variant": "torch/clip/fp32", "label": "torch eager clip FP32 (reference)", "backend": "torch",
+                "mode": "clip", "precision": "fp32", "reference": True, "unit": call_unit(clip),
+                "accuracy": acc.accuracy(reference, held_out),
+            }
 
         self.phase = "measuring accuracy"
         calls: dict[str, Any] = {}

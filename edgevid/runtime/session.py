@@ -17,6 +17,9 @@ sessions start reset.
 
 A stream's first ``sampling.frames`` steps are its warm-up: its states do not yet span the
 clip length the model was trained on, and those predictions say so (``Prediction.warmup``).
+A time-strided network (``sampling.output_every`` P > 1: R(2+1)D, I3D, ...) makes its first
+output at step ``sampling.first_output`` and a new one every P steps, holding the last in
+between; before the first there is no prediction (None), not its zero logits.
 Non-finite logits (a NaN frame fed through ``push_input``, an overflow in the model) would
 poison the states for good, so the session resets itself and raises; the next push starts
 a fresh stream.
@@ -255,6 +258,7 @@ class StreamSession(_Session):
         sampling = runner.manifest.sampling
         super().__init__(runner, "stream", topk, smooth or sampling.smooth or sampling.frames, every or sampling.stride)
         self.frames = sampling.frames
+        self.first_output = sampling.first_output
         self._x_shape = tuple(batch1_shape(runner.frame_input))[1:]
         self._steps = 0  # model steps since the last reset
         # A ``edgevid.runtime.gating.DeltaGate``: skips the steps whose frame has not changed.
@@ -282,6 +286,8 @@ class StreamSession(_Session):
         logits = self._call(self._stream.step, index, x[None])
         infer_ms = (time.perf_counter() - t0) * 1e3
         self._steps += 1
+        if self._steps < self.first_output:  # a time-strided network has no output yet (its held zeros)
+            return None
         return self._predict(logits[0], index, self._latency(preprocess_ms, infer_ms, motion_ms),
                              self._steps < self.frames)
 

@@ -29,6 +29,10 @@ class EvalResult:
     skipped: int = 0
     # A two-stream model: each stream alone on the same clips, {"rgb": {"top1": .., "order_pair": ..}, "flow": ..}.
     streams: dict[str, dict[str, float]] = field(default_factory=dict)
+    # A model trained to stream (ModelConfig.stream_training): every video stepped from its first frame
+    # to its last, scored by the final output (edgevid.train.stream_eval). None for the others.
+    stream_top1: float | None = None
+    stream_order_pair: float | None = None
 
 
 def _class_difference(data: list[str], model: list[str]) -> str:
@@ -98,13 +102,22 @@ def evaluate_checkpoint(model_name: str, data: str, checkpoint: str | None = "de
         raise EdgevidError(f"--rgb-checkpoint and --flow-checkpoint apply to two-stream-* models, not {model_name}")
     model = build_model(model_name, checkpoint=checkpoint)
     cfg = model.config
-    sampler = clip_sampler(cfg.frames, "segment", cfg.motion, cfg.frame_stride)
+    sampler = clip_sampler(cfg.frames, cfg.sampling, cfg.motion, cfg.frame_stride)
     dataset = make_torch_dataset(data, split, _spec(cfg), sampler, train=False, on_error=on_error,
                                  augment=False, motion=cfg.motion)
     _check_classes(data, dataset.classes, model.labels)
     loader = DataLoader(dataset, batch_size=batch_size, **loader_workers(workers))
     logits, labels = predict(model, loader, progress, desc=f"eval {cfg.name}")
-    return _scores(cfg.name, split, logits, labels, dataset.classes, len(dataset.clips.skipped))
+    streamed: dict[str, Any] = {}
+    if cfg.stream_training and cfg.motion is None:
+        from edgevid.metrics import known_order_pairs, order_pair_accuracy, top1_accuracy
+        from edgevid.train.stream_eval import streamed_logits
+
+        final, y, _ = streamed_logits(model, data, split, _spec(cfg), cfg.frame_stride, on_error, progress, batch_size)
+        streamed = {"stream_top1": top1_accuracy(final, y),
+                    "stream_order_pair": order_pair_accuracy(final, y, dataset.classes,
+                                                             known_order_pairs(dataset.classes))}
+    return _scores(cfg.name, split, logits, labels, dataset.classes, len(dataset.clips.skipped), **streamed)
 
 
 def _two_stream_model(model_name: str, checkpoint: str | None, rgb_checkpoint: str | None,

@@ -47,7 +47,9 @@ class TrainConfig:
     resize: int | None = None  # shorter side before the crop; default size * 256 / 224
     frames: int = 8
     width_mult: float | None = None
-    sampling: str | None = None  # "segment" | "dense"; None: the model's (dense for motion inputs, else segment)
+    sampling: str | None = None  # "segment" | "dense"; None: the model's (dense for motion inputs and streams)
+    regime: str | None = None  # "clip" | "stream" (edgevid.train.regime); None: the model's default
+    stream_frames: int | None = None  # S, the stream regime's frames per step; None: regime.default_stream_frames
     workers: int = 1
     seed: int = 0
     resume: bool = False
@@ -74,15 +76,23 @@ class EpochResult:
     val_top1: float
     val_pair: float
     seconds: float
+    val_stream_top1: float | None = None  # stream regime: the output after S frames (a stream S steps old)
+
+    @property
+    def score(self) -> float:
+        """What picks the best epoch: val top-1, in the stream regime the mean of the clip's and the stream's."""
+        return self.val_top1 if self.val_stream_top1 is None else (self.val_top1 + self.val_stream_top1) / 2
 
 
 # Bounds of the numeric settings (the CLI checks the same at parse time: edgevid.commands.train).
 MAX_LR = 10.0  # AdamW steps are ~lr per weight: far above any useful rate, still finite
 MAX_WIDTH = 4.0  # MobileNetV2 width multiplier
 MAX_SEED = 2**32 - 1  # numpy's seeding range
+MAX_STREAM_FRAMES = 1024  # the manifest's bound on frames
 
 # The fields a resumed run must share with the run that wrote <out>.last.
-_RESUME_KEYS = ("model", "width_mult", "frames", "size", "resize", "sampling", "batch_size")
+_RESUME_KEYS = ("model", "width_mult", "frames", "size", "resize", "sampling", "batch_size", "regime",
+                "stream_frames")
 
 
 def last_path(out: str | os.PathLike) -> Path:
@@ -138,18 +148,51 @@ def check_config(cfg: TrainConfig) -> None:
     if motion is not None and cfg.sampling == "segment":
         raise EdgevidError(f"--sampling segment does not apply to {model_config.name}: its {motion.kind} stacks are "
                            f"made from {motion.length} + --frames consecutive frames (dense sampling)")
+    _check_regime(cfg, model_config)
     if cfg.on_error not in ON_ERROR:
         raise EdgevidError(f"on_error must be one of {', '.join(ON_ERROR)}, got {cfg.on_error!r}")
     _check_output(cfg)
 
 
-def resolve_sampling(cfg: TrainConfig) -> TrainConfig:
-    """``cfg`` with its sampling mode filled in: the model's own where ``cfg.sampling`` is None."""
-    from edgevid.models import get_config
+def _check_regime(cfg: TrainConfig, model_config: Any) -> None:
+    """Refuse a regime the model cannot train in, and options of the other regime."""
+    from edgevid.train.regime import REGIMES, default_regime
 
-    if cfg.sampling is not None:
-        return cfg
-    return replace(cfg, sampling="dense" if get_config(cfg.model).motion is not None else "segment")
+    if cfg.regime is not None and cfg.regime not in REGIMES:
+        raise EdgevidError(f"--regime must be one of {', '.join(REGIMES)}, got {cfg.regime!r}")
+    if (cfg.regime or default_regime(model_config)) == "clip":
+        if cfg.stream_frames is not None:
+            raise EdgevidError(f"--stream-frames applies to --regime stream (the default of the streaming 3D CNNs and "
+                               f"LRCN), not to the clip regime{'' if cfg.regime else ' of ' + model_config.name}")
+        return
+    if not model_config.stream_training:
+        # TSM's stream averages per-frame scores, as its clip does; a motion model's stacks have their own warm-up.
+        raise EdgevidError(f"--regime stream applies to the models whose stream outgrows their clip (the -online 3D "
+                           f"CNNs and LRCN), not to {model_config.name}")
+    if cfg.sampling == "segment":
+        whose = "" if cfg.regime else f" (the default of {model_config.name})"
+        raise EdgevidError(f"--sampling segment does not apply to the stream regime{whose}: a stream sees consecutive "
+                           "frames; pass --regime clip to train on segments")
+    if cfg.stream_frames is not None and not cfg.frames < cfg.stream_frames <= MAX_STREAM_FRAMES:
+        raise EdgevidError(f"--stream-frames must be more than --frames ({cfg.frames}) and at most {MAX_STREAM_FRAMES},"
+                           f" got {cfg.stream_frames}")
+
+
+def resolve_sampling(cfg: TrainConfig) -> TrainConfig:
+    """``cfg`` with its regime and sampling filled in: the model's own where None.
+
+    The stream regime samples consecutive frames (dense), as does a motion model; the rest segments.
+    """
+    from edgevid.models import get_config
+    from edgevid.train.regime import default_regime, default_stream_frames
+
+    model = get_config(cfg.model)
+    regime = cfg.regime or default_regime(model)
+    if regime == "stream":
+        return replace(cfg, regime=regime, sampling="dense",
+                       stream_frames=cfg.stream_frames or default_stream_frames(cfg.frames))
+    sampling = cfg.sampling or ("dense" if model.motion is not None else "segment")
+    return replace(cfg, regime=regime, sampling=sampling)
 
 
 def _check_output(cfg: TrainConfig) -> None:
@@ -259,18 +302,22 @@ def restores_sigchld(fn: _F) -> _F:
     return wrapper  # type: ignore[return-value]
 
 
-def _loaders(cfg: TrainConfig, generator: torch.Generator) -> tuple[DataLoader, DataLoader, list[str]]:
-    """Train and val loaders of ``cfg.data`` (train order drawn from ``generator``) and the class names."""
+def _loaders(cfg: TrainConfig, generator: torch.Generator) -> tuple[DataLoader, DataLoader, DataLoader | None,
+                                                                   list[str]]:
+    """Train and val loaders of ``cfg.data`` (train order drawn from ``generator``), in the stream regime
+    a val loader of S-frame streams too (else None), and the class names."""
     from torch.utils.data import DataLoader
 
+    from edgevid.data.sampling import ClipSampler
     from edgevid.data.torch_dataset import clip_sampler, make_torch_dataset
     from edgevid.models import get_config
 
     model = get_config(cfg.model)
     sampler = clip_sampler(cfg.frames, cfg.sampling or "segment", model.motion, model.frame_stride)
-    common = {"preprocess": cfg.preprocess, "sampler": sampler, "on_error": cfg.on_error, "motion": model.motion}
-    train = make_torch_dataset(cfg.data, "train", train=True, **common)
-    val = make_torch_dataset(cfg.data, "val", train=False, **common)
+    common = {"preprocess": cfg.preprocess, "on_error": cfg.on_error, "motion": model.motion}
+    streams = ClipSampler(cfg.stream_frames, mode="dense") if cfg.regime == "stream" else None
+    train = make_torch_dataset(cfg.data, "train", train=True, sampler=streams or sampler, **common)
+    val = make_torch_dataset(cfg.data, "val", train=False, sampler=sampler, **common)
     if train.classes != val.classes:
         raise EdgevidError(f"train and val splits of {cfg.data} have different classes")
     if len(train.classes) < 2:
@@ -278,24 +325,34 @@ def _loaders(cfg: TrainConfig, generator: torch.Generator) -> tuple[DataLoader, 
     if [s.path for s in train.clips.samples] == [s.path for s in val.clips.samples]:
         print(f"note: {cfg.data} has no val split (val.txt or val/): validating on the training videos",
               file=sys.stderr)
-    common = {**loader_workers(cfg.workers), "persistent_workers": cfg.workers > 0}
+    loading = {**loader_workers(cfg.workers), "persistent_workers": cfg.workers > 0}
     train_loader = DataLoader(train, batch_size=cfg.batch_size, shuffle=True, drop_last=len(train) > cfg.batch_size,
-                              generator=generator, **common)
-    val_loader = DataLoader(val, batch_size=cfg.batch_size, shuffle=False, **common)
-    return train_loader, val_loader, train.classes
+                              generator=generator, **loading)
+    val_loader = DataLoader(val, batch_size=cfg.batch_size, shuffle=False, **loading)
+    val_streams = None
+    if streams is not None:
+        val_streams = DataLoader(make_torch_dataset(cfg.data, "val", train=False, sampler=streams, **common),
+                                 batch_size=cfg.batch_size, shuffle=False, **loading)
+    return train_loader, val_loader, val_streams, train.classes
 
 
 def run_epoch(model: nn.Module, loader: DataLoader, optimizer: torch.optim.Optimizer,
-              scheduler: torch.optim.lr_scheduler.LRScheduler, desc: str, progress: bool) -> list[float]:
-    """One pass of cross-entropy training over ``loader``; the loss of every step."""
+              scheduler: torch.optim.lr_scheduler.LRScheduler, desc: str, progress: bool,
+              warmup: int | None = None) -> list[float]:
+    """One pass of cross-entropy training over ``loader``; the loss of every step.
+
+    ``warmup``: the stream regime (``edgevid.train.regime``), loss on the outputs after that many frames.
+    """
     from tqdm import tqdm
+
+    from edgevid.train.regime import stream_loss
 
     loss_fn = nn.CrossEntropyLoss()
     model.train()
     losses: list[float] = []
     bar = tqdm(loader, desc=desc, leave=False, disable=not progress, file=sys.stderr)
     for clip, label in bar:
-        loss = loss_fn(model(clip), label)
+        loss = loss_fn(model(clip), label) if warmup is None else stream_loss(model, clip, label, warmup)
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         optimizer.step()
@@ -349,7 +406,7 @@ def train(cfg: TrainConfig) -> list[EpochResult]:
     np.random.seed(cfg.seed)
     state = _resume_state(cfg) if cfg.resume else None  # before reading data: fail fast
     generator = torch.Generator().manual_seed(cfg.seed)  # the order of training clips
-    train_loader, val_loader, classes = _loaders(cfg, generator)
+    train_loader, val_loader, val_streams, classes = _loaders(cfg, generator)
     if state is not None and list(state.get("classes", classes)) != classes:
         raise EdgevidError(f"cannot resume from {last_path(cfg.out)}: it was trained on other classes "
                            f"({len(state['classes'])}: {', '.join(state['classes'][:4])}, ...) than {cfg.data} has "
@@ -384,25 +441,32 @@ def train(cfg: TrainConfig) -> list[EpochResult]:
     Path(cfg.out).parent.mkdir(parents=True, exist_ok=True)
     arch = {"width_mult": model.config.width_mult, "num_classes": len(classes), "frames": cfg.frames,
             "frame_stride": _frame_stride(cfg, train_loader.dataset.clips.num_frames),
-            "input_size": cfg.size, "resize": cfg.preprocess.resize}
+            "input_size": cfg.size, "resize": cfg.preprocess.resize, "sampling": cfg.sampling}
     for epoch in range(start, cfg.epochs):
         t0 = time.perf_counter()
-        losses = run_epoch(model, train_loader, optimizer, scheduler, f"epoch {epoch + 1}/{cfg.epochs}", cfg.progress)
+        losses = run_epoch(model, train_loader, optimizer, scheduler, f"epoch {epoch + 1}/{cfg.epochs}", cfg.progress,
+                           warmup=cfg.frames if cfg.regime == "stream" else None)
         _require_finite(model, epoch + 1, cfg.lr)
         logits, labels = predict(model, val_loader, cfg.progress)
+        stream_top1 = None
+        if val_streams is not None:
+            stream_top1 = top1_accuracy(*predict(model, val_streams, cfg.progress, desc="eval streams"))
         result = EpochResult(epoch + 1, float(np.mean(losses)), top1_accuracy(logits, labels),
-                             order_pair_accuracy(logits, labels, classes, pairs), time.perf_counter() - t0)
+                             order_pair_accuracy(logits, labels, classes, pairs), time.perf_counter() - t0,
+                             stream_top1)
         history.append(result)
-        improved = result.val_top1 > best
+        improved = result.score > best
         if improved:
-            best = result.val_top1
+            best = result.score
             save_checkpoint(cfg.out, model, model.config.name, classes, arch, epoch=result.epoch,
-                            metrics={"val_top1": result.val_top1, "val_order_pair": result.val_pair},
+                            metrics={"val_top1": result.val_top1, "val_order_pair": result.val_pair}
+                            | ({"val_stream_top1": stream_top1} if stream_top1 is not None else {}),
                             train_config={k: v for k, v in asdict(cfg).items()
                                           if v is not None and k != "force"})
         # One line per epoch even with --quiet: the log of what happened.
+        streamed = f" (stream {stream_top1:.3f})" if stream_top1 is not None else ""
         print(f"epoch {result.epoch:3d}/{cfg.epochs}  loss {result.train_loss:.3f}  val top-1 {result.val_top1:.3f}"
-              f"  order-pair {result.val_pair:.3f}  {result.seconds:.0f}s{'  *best' if improved else ''}",
+              f"{streamed}  order-pair {result.val_pair:.3f}  {result.seconds:.0f}s{'  *best' if improved else ''}",
               file=sys.stderr)
         with atomic_writer(last_path(cfg.out)) as fh:
             torch.save({"model": model.state_dict(), "optimizer": optimizer.state_dict(),
