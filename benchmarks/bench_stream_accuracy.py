@@ -38,10 +38,10 @@ from pathlib import Path
 # (tests/test_streaming3d.py); R(2+1)D-18 and MC3-18 cost 4-5x an X3D-XS epoch, so 48 px and the stream regime
 # only; LRCN at width 0.5 (the shipped TSM's). `--regimes` runs both regimes on every model.
 MODELS = {
-    "x3d-xs-online": {"frames": 8, "epochs": 25, "size": 64, "regimes": ("stream", "clip")},
-    "lrcn-mobilenetv2": {"frames": 8, "epochs": 20, "size": 64, "width": 0.5, "regimes": ("stream", "clip")},
-    "mc3-18-online": {"frames": 8, "epochs": 16, "size": 48, "regimes": ("stream",)},
-    "r2plus1d-18-online": {"frames": 8, "epochs": 16, "size": 48, "regimes": ("stream",)},
+    "x3d-xs-online": {"frames": 8, "epochs": 20, "size": 64, "regimes": ("stream", "clip")},
+    "lrcn-mobilenetv2": {"frames": 8, "epochs": 16, "size": 64, "width": 0.5, "regimes": ("stream", "clip")},
+    "mc3-18-online": {"frames": 8, "epochs": 12, "size": 48, "regimes": ("stream",)},
+    "r2plus1d-18-online": {"frames": 8, "epochs": 12, "size": 48, "regimes": ("stream",)},
 }
 TEST_SEED = 4  # the built-in set is seed 1, `edgevid data synth` seed 0
 

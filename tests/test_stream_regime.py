@@ -82,11 +82,30 @@ def test_the_stream_loss_of_lrcn_is_on_every_output_after_the_warm_up():
             out.shape[1])).item(), 5))
     got = {round(stream_loss(model, clip, labels, warmup=4).item(), 5) for _ in range(40)}
     assert got == wants and len(wants) == 3
-    # Outputs before the warm-up carry no loss: only frames 4..6 get a gradient through the LSTM's input.
-    clip.requires_grad_(True)
-    stream_loss(model, clip, labels, warmup=6).backward()
-    grad = clip.grad.abs().sum(dim=(0, 2, 3, 4))
-    assert grad.min() > 0  # the last output sees every frame (the LSTM carries them)
+    # A warm-up of the whole window: the last output alone, as the clip regime's loss.
+    last = torch.nn.functional.cross_entropy(model.forward_frames(clip)[:, -1], labels)
+    assert stream_loss(model, clip, labels, warmup=6).item() == pytest.approx(last.item(), rel=1e-6)
+
+
+def test_training_builds_the_network_for_its_own_clip_length(tmp_path: Path):
+    """The window averages of a causal 3D net span the clip it trains on, as eval and export rebuild it from the
+    checkpoint (they once kept the zoo's clip: X3D-XS trained on 8 frames averaged its head over 4)."""
+    from edgevid.models.continual import CoWindowPool
+    from edgevid.models.weights import save_checkpoint
+    from edgevid.train.trainer import TrainConfig, build_for
+
+    def head_window(model) -> int:
+        return next(m.window for m in model.modules() if isinstance(m, CoWindowPool) and m.last_only)
+
+    cfg = TrainConfig(model="x3d-xs-online", data="d", out="o.pt", frames=8, size=32)
+    assert head_window(build_model("x3d-xs-online")) == 4 and head_window(build_for(cfg)) == 8
+    # From our own 4-frame checkpoint, an 8-frame run: rebuilt for 8, its weights kept.
+    four = build_model("x3d-xs-online", num_classes=3)
+    save_checkpoint(tmp_path / "four.pt", four, "x3d-xs-online", ["a", "b", "c"], {"num_classes": 3, "frames": 4})
+    eight = build_for(TrainConfig(model="x3d-xs-online", data="d", out="o.pt", frames=8, size=32,
+                                  checkpoint=str(tmp_path / "four.pt")))
+    assert head_window(eight) == 8 and eight.config.frames == 8
+    assert all(torch.equal(a, b) for a, b in zip(four.state_dict().values(), eight.state_dict().values()))
 
 
 def test_a_stream_trained_checkpoint_is_dense_and_eval_streams_every_video_to_its_end(streams: Path, tmp_path: Path,
@@ -99,20 +118,27 @@ def test_a_stream_trained_checkpoint_is_dense_and_eval_streams_every_video_to_it
     from edgevid.train.stream_eval import streamed_logits
 
     out = tmp_path / "x3d.pt"
+    # 6 frames, not the zoo's 4: the trained network's window averages must span the trained clip (they once
+    # kept the zoo's, and eval rebuilt another network from the checkpoint).
     assert main(["train", "--model", "x3d-xs-online", "--data", str(streams), "-o", str(out), "--size", "32",
-                 "--frames", "4", "--epochs", "1", "--workers", "0", "-q", "--json"]) == 0
+                 "--frames", "6", "--stream-frames", "12", "--epochs", "2", "--workers", "0", "-q", "--json"]) == 0
     result = json.loads(capsys.readouterr().out)
     assert result["best"]["val_stream_top1"] is not None
     saved = torch.load(out, weights_only=True)
     assert saved["config"]["sampling"] == "dense" and saved["config"]["frame_stride"] == 1
-    assert saved["train_config"]["regime"] == "stream" and saved["train_config"]["stream_frames"] == 16
+    assert saved["train_config"]["regime"] == "stream" and saved["train_config"]["stream_frames"] == 12
     assert "val_stream_top1" in saved["metrics"]
+    from edgevid.train.evaluate import evaluate_checkpoint
+
+    again = evaluate_checkpoint("x3d-xs-online", str(streams), str(out), workers=0, progress=False)
+    # eval reproduces what the trainer measured on val, the clip and the 12-frame stream
+    assert (again.top1, again.stream_top1) == (saved["metrics"]["val_top1"], saved["metrics"]["val_stream_top1"])
 
     model = build_model("x3d-xs-online", checkpoint=out).eval()
     assert model.config.sampling == "dense"
     logits, labels, skipped = streamed_logits(model, str(streams), "val", _spec(model.config), 1)
     assert skipped == 0 and len(labels) == 11
-    # The stepped stream's final output is the causal clip model on the whole video (12 frames, 3x its clip); the
+    # The stepped stream's final output is the causal clip model on the whole video (12 frames, 2x its clip); the
     # videos are one length, so they come out in the split's order.
     from edgevid.runtime.preprocess import preprocess_frame
 
@@ -124,7 +150,7 @@ def test_a_stream_trained_checkpoint_is_dense_and_eval_streams_every_video_to_it
         assert video.shape[1] == 12
         with torch.no_grad():
             whole.append(model(video).numpy()[0])
-            last.append(model(video[:, -4:]).numpy()[0])
+            last.append(model(video[:, -6:]).numpy()[0])
     whole, last = np.stack(whole), np.stack(last)
     assert np.max(np.abs(logits - whole)) < 1e-4 * max(1.0, float(np.max(np.abs(whole))))
     assert np.max(np.abs(whole - last)) > 1e-3  # the stream's answer is not the last clip's: why the regime matters

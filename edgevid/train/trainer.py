@@ -391,13 +391,37 @@ def _frame_stride(cfg: TrainConfig, num_frames: list[int | None]) -> int:
     return max(1, round(float(np.median(counts)) / cfg.frames)) if counts else 1
 
 
+def build_for(cfg: TrainConfig) -> nn.Module:
+    """The network ``cfg`` trains: its initial weights, built for this run's clip length and size.
+
+    A causal 3D net's window averages span the clip it is trained on, as eval and export rebuild it from
+    the checkpoint's frames (built for the zoo's default clip, it was another network). Our own checkpoint's
+    recorded frames win in ``build_model``, so a run with other ``--frames`` rebuilds and loads its weights.
+    """
+    from edgevid.models import build_model
+
+    model = build_model(cfg.model, checkpoint=cfg.checkpoint, width_mult=cfg.width_mult, global_rng=True,
+                        frames=cfg.frames, input_size=cfg.size)
+    if model.config.frames == cfg.frames:
+        return model
+    weights, frames = model.state_dict(), model.config.frames
+    model = build_model(cfg.model, num_classes=model.num_classes, width_mult=model.config.width_mult,
+                        global_rng=True, frames=cfg.frames, input_size=cfg.size)
+    try:
+        model.load_state_dict(weights)
+    except RuntimeError as exc:
+        raise EdgevidError(f"{cfg.checkpoint} was trained on {frames}-frame clips and its network does not fit "
+                           f"--frames {cfg.frames} (a classifier sized by the clip, a pruned network): train with "
+                           f"--frames {frames}") from exc
+    return model
+
+
 @restores_sigchld
 def train(cfg: TrainConfig) -> list[EpochResult]:
     """Train, keeping the best checkpoint (by val top-1) at ``cfg.out``; returns the history."""
 
     from edgevid.manifest import atomic_writer
     from edgevid.metrics import known_order_pairs, order_pair_accuracy, top1_accuracy
-    from edgevid.models import build_model
     from edgevid.models.weights import save_checkpoint
 
     check_config(cfg)
@@ -412,7 +436,7 @@ def train(cfg: TrainConfig) -> list[EpochResult]:
                            f"({len(state['classes'])}: {', '.join(state['classes'][:4])}, ...) than {cfg.data} has "
                            f"({len(classes)}: {', '.join(classes[:4])}, ...)")
     pairs = known_order_pairs(classes)
-    model = build_model(cfg.model, checkpoint=cfg.checkpoint, width_mult=cfg.width_mult, global_rng=True)
+    model = build_for(cfg)
     if model.num_classes != len(classes):
         model.reset_classifier(len(classes))
     optimizer = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
