@@ -4,7 +4,9 @@ A causal stream's output after t steps is the causal clip model on frames 0..t (
 How many of the latest frames it depends on is read from the input gradient of the causal clip model on a
 long clip: the earliest frame with a non-zero gradient. Random weights, with every BatchNorm scale drawn in
 [0.5, 1.5] (PyTorchVideo zero-initialises the last BatchNorm of each residual branch, which would hide the
-branches), 32 px (the temporal receptive field does not depend on the size).
+branches), 32 px (the temporal receptive field does not depend on the size), seeded. A frame whose every path
+runs through a dead ReLU has a zero gradient too, so the figure is the frames that count for this input: the
+structural field can be a frame or two longer.
 
     python benchmarks/measure_receptive_field.py [--frames-probe 160] [MODEL:T ...]
 """
@@ -23,7 +25,8 @@ def receptive_field(name: str, frames: int, probe: int) -> int:
 
     from edgevid.models import build_model
 
-    model = build_model(name, frames=frames, num_classes=5).eval()
+    torch.manual_seed(0)
+    model = build_model(name, frames=frames, num_classes=5, global_rng=True).eval()
     with torch.no_grad():
         for m in model.modules():
             if isinstance(m, torch.nn.modules.batchnorm._BatchNorm):
