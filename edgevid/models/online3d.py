@@ -28,7 +28,8 @@ def build_online(config: ModelConfig):
 
 
 # Total temporal stride, where it exceeds the clip entry's min_frames: the causal form keeps each
-# stride's last input, so a clip shorter than the stride has no output (tests/test_min_frames.py).
+# stride's last input, so a clip shorter than the stride has no output (checked for every entry:
+# tests/test_stream_regime.py, test_min_frames_is_the_fewest_frames_the_network_takes).
 _STRIDE = {"r3d-18": 8, "r2plus1d-18": 8, "i3d-nl-resnet50": 8}
 
 for _name in ONLINE:

@@ -418,7 +418,8 @@ def build_for(cfg: TrainConfig) -> nn.Module:
 
 @restores_sigchld
 def train(cfg: TrainConfig) -> list[EpochResult]:
-    """Train, keeping the best checkpoint (by val top-1) at ``cfg.out``; returns the history."""
+    """Train, keeping the best checkpoint at ``cfg.out`` (by ``EpochResult.score``: val top-1, in the stream regime
+    its mean with the stream's); returns the history."""
 
     from edgevid.manifest import atomic_writer
     from edgevid.metrics import known_order_pairs, order_pair_accuracy, top1_accuracy
