@@ -8,6 +8,8 @@
 # 3. TSM and X3D-XS-online stream artifacts exported for TensorRT in FP32, FP16 and INT8: `edgevid export`
 #    builds each engine on this GPU and validates it against torch, then `edgevid bench` times the engine
 #    the export shipped (a rebuild there fails this check).
+# 4. many cameras: a dynamic-batch TSM stream export, `edgevid bench --streams 8` on TensorRT (an
+#    optimization profile for batch 1..8): 8 streams batched in one call against 8 independent contexts.
 # The first failure stops it with one line, "gpu_check: FAILED: <step>", under the tool's own message.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -17,7 +19,7 @@ export EDGEVID_CACHE="$out/cache"  # engines of this run only, never an earlier 
 fail() { echo "gpu_check: FAILED: $*" >&2; exit 1; }
 step() { echo "gpu_check: $*" >&2; }
 
-step "1/3 TensorRT and a GPU"
+step "1/4 TensorRT and a GPU"
 python - <<'EOF' || fail "no usable NVIDIA GPU with TensorRT here (the line above says why)"
 import sys
 from edgevid.export.tensorrt import engine_available
@@ -30,7 +32,7 @@ print(f"gpu_check: TensorRT {facts.tensorrt} on {facts.gpu} (sm {facts.compute_c
       f"CUDA runtime {facts.cuda_runtime}, driver {facts.cuda_driver}", file=sys.stderr)
 EOF
 
-step "2/3 pytest -m gpu"
+step "2/4 pytest -m gpu"
 python -m pytest tests -m gpu -q -p no:cacheprovider --junitxml="$out/gpu-tests.xml" || fail "pytest -m gpu"
 python - "$out/gpu-tests.xml" <<'EOF' || fail "pytest -m gpu skipped tests"
 import sys
@@ -47,7 +49,7 @@ for model in tsm x3d-xs-online; do
     art="$out/$model-$precision"
     calib=""
     if [ "$precision" = int8 ]; then calib="--calib-size 8"; fi
-    step "3/3 export + bench: $model $precision"
+    step "3/4 export + bench: $model $precision"
     # shellcheck disable=SC2086  # $calib is empty or two words
     edgevid export --model "$model" --mode stream --target tensorrt --precision "$precision" $calib \
       -o "$art" --force -q || fail "edgevid export --model $model --precision $precision"
@@ -71,4 +73,9 @@ print("\n".join(rows))
 if bad:
     sys.exit(f"gpu_check: {', '.join(bad)}: the engine was rebuilt instead of the export's")
 EOF
+step "4/4 many cameras: 8 streams batched on TensorRT"
+edgevid export --model tsm --mode stream --target onnxruntime -o "$out/tsm-dynamic" --force -q \
+  || fail "edgevid export --model tsm --target onnxruntime"
+edgevid bench "$out/tsm-dynamic" --backend tensorrt --streams 8 --warmup 20 --iterations 200 -q \
+  | tee "$out/tsm-streams8.txt" || fail "edgevid bench --streams 8 on tensorrt"
 step "PASSED in ${SECONDS} s$([ "$SECONDS" -gt 480 ] && echo ' (over the 8 minutes it is meant to take)'); results in $out"

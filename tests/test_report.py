@@ -43,7 +43,8 @@ def small(tmp_path_factory, report_cache):
     data = root / "data"
     # 16 frames at stride 2: 8 stream steps per video, as many as the model's clip length.
     generate_dataset(data, seed=1, videos_per_class=2, frames=16, size=SIZE, val_fraction=0.5, progress=False)
-    rc = main(_report_argv(data, report_cache, root / "out", "--rounds", str(ROUNDS), "--block", str(BLOCK), "-q"))
+    rc = main(_report_argv(data, report_cache, root / "out", "--rounds", str(ROUNDS), "--block", str(BLOCK),
+                           "--streams", "3", "-q"))
     assert rc == 0
     return data, report_cache, root / "out"
 
@@ -59,6 +60,22 @@ def _expected_rows(report):
     strict = report["machine"]["openvino_default_precision"] not in (None, "f32")
     return ["torch/stream/fp32", "onnxruntime/stream/fp32", "openvino/stream/fp32"] + \
         (["openvino/stream/fp32-strict"] if strict else [])
+
+
+def test_many_cameras_section_times_every_stream_variant_each_way(report, small):
+    many = {m["variant"]: m for m in report["many_cameras"]}
+    assert set(many) == set(_expected_rows(report)[1:])  # every stream variant, not torch
+    for name, m in many.items():
+        assert m["streams"] == 3 and m["ticks_per_way"] >= 40
+        assert list(m["ways"]) == (["independent", "batched", "requests"] if name.startswith("openvino")
+                                   else ["independent", "batched"])
+        for way in m["ways"].values():
+            assert way["tick_ms"]["count"] == m["ticks_per_way"]
+            assert way["frames_per_s"] == pytest.approx(3000.0 / way["tick_ms"]["mean"], rel=1e-3)
+        assert m["ways"]["independent"]["vs_independent"] == 1.0
+        assert m["fastest"] == max(m["ways"], key=lambda w: m["ways"][w]["frames_per_s"])
+    text = (small[2] / "report.md").read_text()
+    assert "## Many cameras" in text and "batched, one call per tick" in text
 
 
 def _numbers(obj, path=""):

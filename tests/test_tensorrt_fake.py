@@ -188,6 +188,37 @@ def test_two_streams_on_a_dynamic_engine_each_get_a_profile(version, runtime_str
     np.testing.assert_allclose(np.concatenate(out2), _ort_steps(runtime_stream_artifact, b), atol=1e-6, rtol=0)
 
 
+@pytest.mark.parametrize("version", ["8.6.1", "10.3.0"])
+def test_many_streams_step_in_one_call_within_the_batch_profile(version, runtime_stream_artifact, monkeypatch):
+    """Issue 29: a dynamic-batch engine built with max_batch=N takes N streams in one call (profile 1..N,
+    tuned for N); each stream's logits equal its frames stepped alone. Past N is one clear error,
+    and so is a batch the profile does not take."""
+    from edgevid.runtime import BackendError, MultiStreamSession, load
+
+    rec = install(monkeypatch, version)
+    manifest = load(runtime_stream_artifact, "onnxruntime").manifest
+    videos = [_frames(manifest, 4, seed=s) for s in (4, 5, 6)]
+    def executes():
+        return sum(c[0] == "execute" for c in rec.calls)
+
+    with load(runtime_stream_artifact, "tensorrt", max_batch=3) as runner:
+        with MultiStreamSession(runner, smooth=1, every=1) as multi:
+            for k in range(3):
+                multi.add(k)
+            before = executes()  # the build's own check against ONNX Runtime ran calls too
+            got = [multi.push_inputs({k: v[t] for k, v in enumerate(videos)}) for t in range(4)]
+            assert executes() - before == 4  # one call per tick for the three streams
+            with pytest.raises(BackendError, match="at most 3 streams in one call"):
+                multi.add(3)
+        frames = np.stack([v[0] for v in videos] + [videos[0][1]])
+        with pytest.raises(BackendError, match=r"outside the engine's optimization profile \(built for batch 1 to 3\)"):
+            runner.infer({manifest.inputs[0].name: frames,
+                          **{p.input: np.zeros((4, *p.shape[1:]), p.dtype) for p in manifest.states}})
+    for k, video in enumerate(videos):
+        np.testing.assert_allclose(np.stack([g[k].logits for g in got]), _ort_steps(runtime_stream_artifact, video),
+                                   atol=1e-6, rtol=0)
+
+
 def test_more_streams_than_profiles_is_a_clear_error(runtime_stream_artifact, monkeypatch):
     from edgevid.runtime import BackendError, load
 

@@ -162,11 +162,26 @@ def test_repository_bad_input(runtime_stream_artifact, runtime_clip_artifact, tm
 # ------------------------------------------------------------------ a real server
 
 
+def _counts(server, name) -> tuple[int, int]:
+    """(model executions, inferences) so far: the server's own statistics."""
+    import tritonclient.grpc as grpcclient
+
+    client = grpcclient.InferenceServerClient(server.grpc_url)
+    stats = client.get_inference_statistics(model_name=name).model_stats[0]
+    client.close()
+    return stats.execution_count, stats.inference_count
+
+
 def test_interleaved_sequences_match_local_streams(served):
-    """8 sequences (different videos) streamed concurrently, each from its own client thread."""
+    """8 sequences (different videos) streamed concurrently, each from its own client thread.
+
+    The sequence batcher hands the model several sequences' requests in one execution, and the
+    model steps them in one batched call: each sequence's logits still equal its video run alone.
+    """
     from edgevid.runtime.remote import connect
 
     server, name, artifact = served
+    executions0, inferences0 = _counts(server, name)
     runner = connect(server.grpc_url, name)
     videos = _sequences(runner.manifest, 8, 6)
     runner.close()
@@ -191,6 +206,9 @@ def test_interleaved_sequences_match_local_streams(served):
     for t in threads:
         t.join(timeout=180)
     assert not errors, errors
+    executions, inferences = (b - a for a, b in zip((executions0, inferences0), _counts(server, name)))
+    # 6 steps and the closing END request of each sequence, in fewer executions: batched
+    assert inferences == 8 * 7 and executions < inferences, (executions, inferences)
     for i, video in enumerate(videos):
         np.testing.assert_allclose(results[i], _local_steps(artifact, video), atol=1e-5, rtol=0)
     assert not np.allclose(results[0], results[1], atol=1e-3), "different videos must give different logits"

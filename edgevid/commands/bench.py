@@ -42,7 +42,13 @@ def add_parser(subparsers: Any) -> None:
                    help="then profile the call per layer type with the backend's own profiler (ONNX Runtime's "
                         "profiling JSON, OpenVINO's PERF_COUNT): which layers run in int8, bf16 or f32, and what "
                         "the glue costs")
-    p.add_argument("--json", action="store_true", help="print the result as JSON (bench.schema.json)")
+    p.add_argument("--streams", type=argtypes.int_range(1, 256), metavar="N",
+                   help="stream mode: time ticks of N streams (one new frame each) stepped as N independent "
+                   "sessions against one batched call (and, on OpenVINO, N stateful requests in flight), "
+                   "interleaved in one run: frames/s and tick p50/p99 of each (--iterations: ticks per way, "
+                   "default 100)")
+    p.add_argument("--json", action="store_true", help="print the result as JSON (bench.schema.json; with "
+                   "--streams, schema edgevid.bench_streams)")
     p.add_argument("-q", "--quiet", action="store_true", help="no progress bar")
     p.set_defaults(func=run)
 
@@ -51,6 +57,18 @@ def run(args: argparse.Namespace) -> int:
     """Benchmark and print; returns the exit code."""
     from edgevid.report.bench import bench_artifact, format_bench
 
+    if args.streams:
+        from edgevid.errors import EdgevidError
+        from edgevid.report.bench_streams import bench_streams, format_streams
+
+        if args.layers:
+            raise EdgevidError("--layers profiles one call: not with --streams")
+        result = bench_streams(args.artifact, args.backend, streams=args.streams, threads=args.threads,
+                               warmup=args.warmup, iterations=args.iterations, seconds=args.seconds,
+                               precision_hint=args.precision_hint, progress=not args.quiet and not args.json,
+                               dla_core=args.dla_core)
+        print(json.dumps(result, indent=2) if args.json else format_streams(result))
+        return 0
     result = bench_artifact(args.artifact, args.backend, threads=args.threads, warmup=args.warmup,
                             iterations=args.iterations, seconds=args.seconds, precision_hint=args.precision_hint,
                             progress=not args.quiet and not args.json, dla_core=args.dla_core,

@@ -51,6 +51,9 @@ def add_parser(subparsers: Any) -> None:
     p.add_argument("--no-efficiency", action="store_true",
                    help="leave out the frame-delta gating / salient-window rows (measured on the built-in videos "
                    "with still stretches, for the first stream variant)")
+    p.add_argument("--streams", type=argtypes.int_range(0, 256), default=8, metavar="N",
+                   help="the 'many cameras' section: every stream variant steps N streams batched (one call per "
+                   "tick) against N independent sessions, interleaved (default %(default)s; 0: leave it out)")
     p.add_argument("--cache", metavar="DIR",
                    help="artifact cache (default $EDGEVID_CACHE/report-artifacts or ~/.cache/edgevid/report-artifacts)")
     p.add_argument("-o", "--output", default="report", metavar="DIR", help="output folder (default: %(default)s)")
@@ -81,7 +84,8 @@ def run(args: argparse.Namespace) -> int:
         precisions=parse_list(args.precisions, PRECISIONS, "precision"),
         modes=parse_list(args.modes or "stream,clip", MODES, "mode"), data=args.data, split=args.split, videos=args.videos,
         size=args.size, calib=args.calib, calib_size=args.calib_size, threads=args.threads, quick=args.quick,
-        cache=args.cache, progress=not args.quiet, efficiency=not args.no_efficiency)
+        cache=args.cache, progress=not args.quiet, efficiency=not args.no_efficiency,
+        streams=args.streams)
     if args.quick:
         quick_options(opts, modes_given=args.modes is not None)
     opts.rounds = args.rounds or opts.rounds

@@ -42,10 +42,15 @@ def add_parser(subparsers: Any) -> None:
     p.add_argument("--model", help="--triton: the model's name in the server's repository")
     p.add_argument("--timeout", type=seconds, default=30.0, metavar="S",
                    help="--triton: seconds a request may take before the run stops with an error (default 30)")
-    source = p.add_mutually_exclusive_group(required=True)
-    source.add_argument("--video", metavar="SRC",
-                        help="video file, folder of frames, rtsp://|http:// URL, or GStreamer pipeline")
-    source.add_argument("--camera", type=_camera_index, metavar="N", help="camera index (e.g. 0)")
+    p.add_argument("--video", metavar="SRC", action="append",
+                   help="video file, folder of frames, rtsp://|http:// URL, or GStreamer pipeline; repeat it for "
+                   "several sources (stepped together, one batched call per tick: see --sources)")
+    p.add_argument("--camera", type=_camera_index, metavar="N", action="append",
+                   help="camera index (e.g. 0); repeatable")
+    p.add_argument("--sources", metavar="FILE",
+                   help="a text file of sources, one a line (video path, frame folder, camera index, URL or "
+                   "pipeline; # comments): with several sources, each line of output names its source and one "
+                   "network call per tick steps them all (stream mode)")
     p.add_argument("--backend", metavar="B",
                    help="onnxruntime | openvino | tensorrt (aliases ort, ov, trt); default: the manifest's target")
     p.add_argument("--dla-core", type=int, metavar="N",
@@ -235,11 +240,25 @@ def _runner(args: argparse.Namespace) -> Any:
         raise EdgevidError("give the artifact directory (or --triton URL --model NAME)")
     artifact = resolve_artifact(args.artifact)
     backend = runtime.canonical_name(args.backend or runtime.open_artifact(artifact).manifest.target)
-    return runtime.load(artifact, backend, **runner_options(backend, None, args.precision_hint, args.dla_core))
+    options = runner_options(backend, None, args.precision_hint, args.dla_core)
+    if backend == "tensorrt" and getattr(args, "max_batch", None):  # several sources: a profile for all of them
+        options["max_batch"] = args.max_batch
+    return runtime.load(artifact, backend, **options)
 
 
 def run(args: argparse.Namespace) -> int:
-    """Run the artifact on the source; returns the exit code."""
+    """Run the artifact on the source(s); returns the exit code."""
+    from edgevid.commands.run_many import gather_sources, run_many
+
+    sources = gather_sources(args)
+    if len(sources) > 1:
+        return run_many(args, sources, _runner, _gate)
+    args.video, args.camera = (sources[0], None) if isinstance(sources[0], str) else (None, sources[0])
+    return _run_one(args)
+
+
+def _run_one(args: argparse.Namespace) -> int:
+    """One source: the running prediction, an annotated video with --output."""
     from edgevid import runtime
     from edgevid.errors import EdgevidError
     from edgevid.runtime.stats import LatencyStats

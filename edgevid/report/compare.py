@@ -51,6 +51,8 @@ class ReportOptions:
     efficiency: bool = True  # gating / salient-window rows for the first stream variant
     within_points: float = 1.0  # the verdict: the fastest variant within this many top-1 points of the best
     random_weights: bool = False  # a model that ships no checkpoint: seeded random weights, latency only
+    streams: int = 8  # the "many cameras" section: N streams batched against N sessions (0: none)
+    stream_ticks: int = 40  # timed ticks per way there
 
 
 def quick_options(opts: ReportOptions, modes_given: bool = False) -> ReportOptions:
@@ -62,6 +64,7 @@ def quick_options(opts: ReportOptions, modes_given: bool = False) -> ReportOptio
         opts.modes = ["stream"] if get_config(opts.model).can_stream else ["clip"]
     opts.videos = opts.videos or 11
     opts.rounds, opts.block = 4, 15
+    opts.stream_ticks = 15
     opts.calib_size = opts.calib_size or 8
     return opts
 
@@ -146,6 +149,7 @@ class ReportBuilder:
         self.noise: Any = None  # NoiseMonitor, from the start of the latency phase
         self.noise_summary: dict[str, Any] | None = None  # what it saw, at the end of that phase
         self.motion: list[dict[str, Any]] = []  # flow / RGB-difference ms per frame (edgevid.report.motion_cost)
+        self.many_cameras: list[dict[str, Any]] = []  # N streams batched vs N sessions (report.bench_streams)
         self.complete = False
         self.log = _Log(opts.progress)
 
@@ -280,10 +284,29 @@ class ReportBuilder:
                 self.log(f"gating and salient windows: {stream[0].label} on the built-in videos with still stretches")
                 self.efficiency = efficiency.measure(stream[1], stream[0].name, limit=opts.videos,
                                                      progress=opts.progress)
+            self._measure_many_cameras(runners)
             self.complete = True
         finally:
             for runner in runners:
                 runner.close()
+
+    def _measure_many_cameras(self, runners: list[Any]) -> None:
+        """Every stream variant: N streams stepped batched against N independent sessions (bench --streams)."""
+        from edgevid.report.bench_streams import measure_ways
+
+        streams = [(v, r) for v, r in zip(self.variants, runners) if v.mode == "stream"]
+        if not self.opts.streams or not streams:
+            return
+        self.phase = "measuring many cameras"
+        for v, runner in streams:
+            self.log(f"many cameras: {v.label}, {self.opts.streams} streams, {self.opts.stream_ticks} ticks per way")
+            row = {"variant": v.name, "label": v.label, "streams": self.opts.streams}
+            try:
+                row |= measure_ways(runner, self.opts.streams, warmup=3, iterations=self.opts.stream_ticks,
+                                    progress=self.opts.progress)
+            except EdgevidError as exc:  # e.g. a fixed-batch TensorRT artifact: say so, measure the rest
+                row["skipped"] = str(exc)
+            self.many_cameras.append(row)
 
     def _torch_model(self) -> tuple[Any, Any]:
         from edgevid.models import build_model
@@ -381,6 +404,7 @@ class ReportBuilder:
             "peak_rss_mb": peak_rss_mb(),
             "noise": noise,
             "motion": self.motion,
+            "many_cameras": self.many_cameras,
         }
         report["findings"] = findings(report)
         report["verdict"] = verdict(report)

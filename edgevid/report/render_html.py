@@ -304,6 +304,10 @@ def render_html(report: dict[str, Any]) -> str:
     if cells:
         parts.append(f"<h2>{e(md.MOTION_TITLE)}</h2><p class=\"small\">{_code(md.MOTION_TEXT)}</p>"
                      + _label_and_numbers(header, cells))
+    header, cells = md.many_cameras_table(report)
+    if cells:
+        parts.append(f"<h2>{e(md.MANY_TITLE)}</h2><p class=\"small\">{_code(md.MANY_TEXT)}</p>"
+                     + _label_and_numbers(header, cells))
     parts += _charts(report)
     what = [r for r in report["rows"] if r.get("what_ran")]
     if what:

@@ -157,6 +157,40 @@ def efficiency_lines(report: dict[str, Any]) -> list[str]:
             *_md_table(header, cells), ""]
 
 
+MANY_TITLE = "Many cameras"
+_WAYS = {"independent": "N sessions, one call each", "batched": "batched, one call per tick",
+         "requests": "N stateful requests in flight"}
+
+
+def many_cameras_table(report: dict[str, Any]) -> tuple[list[str], list[list[str]]]:
+    """Header and cells of the many-cameras table (shared with the HTML page; [] without it)."""
+    header = ["variant", "streams", "way", "frames/s", "tick p50 ms", "tick p99 ms", "vs N sessions"]
+    cells = []
+    for row in report.get("many_cameras") or []:
+        if "skipped" in row:
+            cells.append([row["label"], str(row["streams"]), f"skipped: {row['skipped']}", "", "", "", ""])
+            continue
+        noisy = " (noisy)" if (row.get("noise") or {}).get("noisy") else ""
+        for way, w in row["ways"].items():
+            best = " (fastest)" if way == row["fastest"] and way != "independent" else ""
+            cells.append([row["label"] + noisy, str(row["streams"]), _WAYS.get(way, way) + best,
+                          _f(w["frames_per_s"], ".1f"), _f(w["tick_ms"]["p50"], ".2f"), _f(w["tick_ms"]["p99"], ".2f"),
+                          _f(w["vs_independent"], ".2f", "x")])
+    return header, cells
+
+
+MANY_TEXT = ("N cameras on one box: a tick is one new frame for each of N streams (`edgevid run --video A --video B "
+             "...`, `edgevid bench --streams N`). N sessions step them one call each; batched steps them in one "
+             "call with batch N, each stream's states a row of batched buffers; OpenVINO can also keep N stateful "
+             "requests in flight. The ways are timed in interleaved blocks; frames/s is N over the mean tick.")
+
+
+def many_cameras_lines(report: dict[str, Any]) -> list[str]:
+    """The report.md section on many cameras ([] without it)."""
+    header, cells = many_cameras_table(report)
+    return [f"## {MANY_TITLE}", "", MANY_TEXT, "", *_md_table(header, cells), ""] if cells else []
+
+
 def method_text(report: dict[str, Any]) -> str:
     """How accuracy and latency were measured (under the main table; `code` in backticks)."""
     o = report["options"]
@@ -196,6 +230,7 @@ def render_markdown(report: dict[str, Any]) -> str:
     lines += [agreement_definition(report), "", method_text(report), ""]
     lines += efficiency_lines(report)
     lines += motion_lines(report)
+    lines += many_cameras_lines(report)
     what = [r for r in report["rows"] if r.get("what_ran")]
     if what:
         lines += ["## What ran", ""]

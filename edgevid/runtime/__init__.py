@@ -20,6 +20,7 @@ import os
 from edgevid.runtime.artifact import Artifact, ArtifactError, open_artifact
 from edgevid.runtime.backends import backend_names, canonical_name, get_runner_class
 from edgevid.runtime.backends.base import BackendError, BackendStream, Runner
+from edgevid.runtime.multistream import MultiStreamSession
 from edgevid.runtime.session import ClipSession, Prediction, StreamSession, open_session
 from edgevid.runtime.video import FrameSource, VideoSourceError, open_source
 
@@ -30,6 +31,7 @@ __all__ = [
     "BackendStream",
     "ClipSession",
     "FrameSource",
+    "MultiStreamSession",
     "Prediction",
     "Runner",
     "StreamSession",

@@ -362,7 +362,7 @@ def make_tensorrt(version: str, rec: Recorder, *, dla_cores: int = 0,
             # Like a real engine, it carries the network (here: the ONNX bytes), not a path to it.
             blob = {"fake_tensorrt": version, "onnx": base64.b64encode(Path(network.onnx).read_bytes()).decode(),
                     "profiles": len(config.profiles), "flags": sorted(config.flags), "dla": config.DLA_core,
-                    "kernels": kernels}
+                    "kernels": kernels, "profile_shapes": [p.shapes for p in config.profiles]}
             rec.calls.append(("kernels", kernels))
             return json.dumps(blob).encode()
 
@@ -393,6 +393,8 @@ def make_tensorrt(version: str, rec: Recorder, *, dla_cores: int = 0,
                     self.io.append((v.name, dims, trt_type, kind))
                     self.onnx_types[v.name] = onnx.helper.tensor_dtype_to_np_dtype(t.elem_type)
             self.num_optimization_profiles = blob["profiles"]
+            # name -> (min, opt, max) per profile: set_input_shape refuses a shape outside them
+            self.profile_shapes = [{k: tuple(map(tuple, v)) for k, v in p.items()} for p in blob.get("profile_shapes", [])]
             self.dynamic = any(-1 in dims for _, dims, _, _ in self.io)
             self.held: dict[int, int] = {}  # profile -> id of the context holding it
             self.created = 0
@@ -460,7 +462,14 @@ def make_tensorrt(version: str, rec: Recorder, *, dla_cores: int = 0,
             return True
 
         def set_input_shape(self, name: str, shape: Any) -> bool:
-            self.shapes[name] = tuple(int(d) for d in shape)
+            shape = tuple(int(d) for d in shape)
+            if self.engine.dynamic and self.engine.profile_shapes:
+                low, _, high = self.engine.profile_shapes[max(self.profile, 0)].get(name, (shape, shape, shape))
+                if not all(a <= d <= b for a, d, b in zip(low, shape, high)):
+                    log(f"IExecutionContext::setInputShape: Error Code 3: API Usage Error (Parameter check failed, "
+                        f"condition: {name} dimensions within the profile's [{low}, {high}])")
+                    return False
+            self.shapes[name] = shape
             return True
 
         def set_tensor_address(self, name: str, ptr: int) -> bool:

@@ -123,6 +123,16 @@ class Runner(ABC):
     def open_stream(self) -> BackendStream:
         """A new independent stream with states at their initial values (stream mode only)."""
 
+    def open_batch(self) -> Any:
+        """Many independent streams stepped in one call (``edgevid.runtime.backends.batch``).
+
+        This default keeps the states in numpy buffers and steps them with ``infer``; a backend
+        overrides it where it can bind the buffers in place.
+        """
+        from edgevid.runtime.backends.batch import NumpyStreamBatch
+
+        return NumpyStreamBatch(self)
+
     def close(self) -> None:
         """Release the model; the runner can be loaded again."""
         self._loaded = False

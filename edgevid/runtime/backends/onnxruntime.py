@@ -17,6 +17,7 @@ import numpy as np
 from edgevid.errors import MissingExtraError
 from edgevid.manifest import TensorSpec
 from edgevid.runtime.backends.base import BackendError, BackendStream, Runner, batch1_shape, initial_state
+from edgevid.runtime.backends.batch import NumpyStreamBatch
 
 # ONNX Runtime type strings -> numpy dtype names (as the manifest writes them).
 _ORT_DTYPES = {
@@ -90,6 +91,10 @@ class OrtRunner(Runner):
         self._require_stream_mode()
         return OrtStream(self)
 
+    def open_batch(self) -> OrtStreamBatch:
+        """Many streams stepped in one call, their states rows of IOBinding-bound buffers."""
+        return OrtStreamBatch(self)
+
     def close(self) -> None:
         """Drop the session."""
         self.session = None
@@ -144,3 +149,64 @@ class OrtStream(BackendStream):
         """Drop the bindings and buffers."""
         self._bindings = []
         self._buffers = []
+
+
+class OrtStreamBatch(NumpyStreamBatch):
+    """Batched states bound in place (``edgevid.runtime.backends.batch``).
+
+    Two sets of state buffers ping-pong as a single stream's do: a step of every open stream
+    reads rows ``0..n-1`` of one set and writes the next states into the other, and the sets
+    swap. A step of some streams gathers their rows into scratch buffers, binds those and
+    writes the results back. Bindings are prepared once per (batch size, set) and reused;
+    they point at numpy memory, so they are dropped whenever the buffers grow.
+    """
+
+    def __init__(self, runner: OrtRunner) -> None:
+        super().__init__(runner)
+        self._classes = int(runner.logits_output.shape[-1])
+        self._bindings: dict[tuple[Any, ...], Any] = {}
+
+    def _grown(self, capacity: int) -> None:
+        self._spare = [np.empty_like(s) for s in self._states]
+        self._scratch_in = [np.empty_like(s) for s in self._states]
+        self._scratch_out = [np.empty_like(s) for s in self._states]
+        self._frames = np.empty((capacity, *self._frame_shape), self._frame_dtype)
+        self._logits = np.empty((capacity, self._classes), np.float32)
+        self._bindings.clear()
+
+    def _binding(self, key: tuple[Any, ...], n: int, ins: list[np.ndarray], outs: list[np.ndarray]) -> Any:
+        binding = self._bindings.get(key)
+        if binding is None:
+            binding = self.runner.session.io_binding()
+            _bind(binding.bind_input, self._frame_name, self._frames, n)
+            _bind(binding.bind_output, self._logits_name, self._logits, n)
+            for pair, src, dst in zip(self._pairs, ins, outs):
+                _bind(binding.bind_input, pair.input, src, n)
+                _bind(binding.bind_output, pair.output, dst, n)
+            self._bindings[key] = binding
+        return binding
+
+    def _step(self, rows: list[int], frames: np.ndarray, packed: bool) -> np.ndarray:
+        n = len(rows)
+        self._frames[:n] = self._check_frames(frames)
+        if packed:  # read one set, write the other, swap: no state copies
+            binding = self._binding(("packed", n, id(self._states)), n, self._states, self._spare)
+            self.runner.session.run_with_iobinding(binding)
+            self._states, self._spare = self._spare, self._states
+        else:
+            for state, scratch in zip(self._states, self._scratch_in):
+                np.take(state, rows, axis=0, out=scratch[:n])
+            binding = self._binding(("gathered", n), n, self._scratch_in, self._scratch_out)
+            self.runner.session.run_with_iobinding(binding)
+            for state, scratch in zip(self._states, self._scratch_out):
+                state[rows] = scratch[:n]
+        return self._logits[:n].copy()
+
+    def close(self) -> None:
+        self._bindings.clear()
+        super().close()
+
+
+def _bind(bind: Any, name: str, array: np.ndarray, n: int) -> None:
+    """Bind the first ``n`` rows of a C-contiguous host array by pointer (no copy)."""
+    bind(name, "cpu", 0, array.dtype, [n, *array.shape[1:]], array.ctypes.data)

@@ -126,7 +126,9 @@ class TensorRTRunner(Runner):
     Options: ``rebuild`` (bool: build even if a cached or shipped engine fits), ``fp16``
     (bool: fp16 kernels for an fp32 ONNX; default on for artifacts exported for a Jetson
     profile), ``dla_core`` (int: build for that DLA core, GPU fallback), ``max_streams``
-    (int: concurrent streams of a dynamic-shape engine on TensorRT 8.x, default 4),
+    (int: concurrent streams of a dynamic-shape engine on TensorRT 8.x, default 4), ``max_batch``
+    (int: the largest batch of a dynamic-batch engine's profile, default 1: ``open_batch`` steps
+    that many streams in one call),
     ``validate`` (bool, default True: check a freshly built engine against ONNX Runtime).
     """
 
@@ -243,8 +245,12 @@ class TensorRTRunner(Runner):
         if streams < 1:
             raise BackendError(f"max_streams must be >= 1, got {streams}")
         shared = te.version_tuple(self._trt.__version__) >= (10,)  # contexts share profile 0 from 10.0
+        batch = int(self.options.get("max_batch", 1))
+        if not 1 <= batch <= 1024:
+            raise BackendError(f"max_batch must be between 1 and 1024, got {batch}")
         return te.BuildOptions(precision=m.precision, fp16_kernels=bool(fp16) and m.precision == "fp32",
-                               dla_core=None if dla is None else int(dla), profiles=1 if shared else streams)
+                               dla_core=None if dla is None else int(dla), profiles=1 if shared else streams,
+                               max_batch=batch)
 
     def _engine_bytes(self) -> bytes:
         """The serialized engine: shipped if it fits, else cached, else built now (see the module docstring)."""
@@ -387,7 +393,11 @@ class TensorRTRunner(Runner):
 
         for spec in self._inputs:
             array = self.to_device(spec.name, np.asarray(feeds[spec.name], dtype=spec.dtype))
-            context.set_input_shape(spec.name, array.shape)
+            if not context.set_input_shape(spec.name, array.shape):
+                raise BackendError(
+                    f"TensorRT refused {spec.name} of shape {list(array.shape)}: outside the engine's optimization "
+                    f"profile (built for batch 1 to {self.build_options.max_batch}); load with max_batch=N for N "
+                    "streams in one call")
             _check(cuda.cudaMemcpyAsync(device(spec.name, array.nbytes), array.ctypes.data, array.nbytes,
                                         cuda.cudaMemcpyKind.cudaMemcpyHostToDevice, stream))
         hosts = {}
@@ -418,6 +428,14 @@ class TensorRTRunner(Runner):
         """A new execution context with its own device state buffers."""
         self._require_stream_mode()
         return TrtStream(self)
+
+    def open_batch(self) -> Any:
+        """Streams stepped together through ``infer``, their states rows of host buffers; the engine's
+        profile takes up to ``max_batch`` of them in one call (a dynamic-batch artifact, see
+        ``edgevid.runtime.backends.batch``)."""
+        from edgevid.runtime.backends.batch import NumpyStreamBatch
+
+        return NumpyStreamBatch(self, max_rows=self.build_options.max_batch)
 
     def close(self) -> None:
         """Free the buffers of ``infer`` and drop the engine."""

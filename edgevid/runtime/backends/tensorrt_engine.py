@@ -120,6 +120,9 @@ class BuildOptions:
     dla_core: int | None = None
     profiles: int = 1  # optimization profiles for dynamic inputs (ignored for static graphs)
     workspace_mib: int = 1024
+    # The largest batch its profiles take (dynamic batch only): N streams stepped in one call
+    # (edgevid.runtime.backends.batch); the profile's opt shape is this batch, its min 1.
+    max_batch: int = 1
 
 
 @dataclass(frozen=True)
@@ -198,13 +201,19 @@ def device_facts(trt: Any, cudart: Any, check: Any) -> DeviceFacts:
 def options_differ(recorded: Any, opts: BuildOptions, *, dynamic: bool) -> list[str]:
     """How the build options a shipped engine records differ from ``opts`` (``[]``: none).
 
-    The profile count matters only for a dynamic-shape engine (a static one has none).
+    The profile count and batch matter only for a dynamic-shape engine (a static one has no
+    profile); an engine recorded before ``max_batch`` existed was built for batch 1.
     """
     if not isinstance(recorded, dict):
         return ["no build options recorded"]
     mine = asdict(opts)
-    keys = [k for k in mine if dynamic or k != "profiles"]
-    return [f"{k} {recorded.get(k)!r} (now {mine[k]!r})" for k in keys if recorded.get(k) != mine[k]]
+    keys = [k for k in mine if dynamic or k not in _PROFILE_OPTIONS]
+    before = {"max_batch": 1}
+    return [f"{k} {recorded.get(k, before.get(k))!r} (now {mine[k]!r})" for k in keys
+            if recorded.get(k, before.get(k)) != mine[k]]
+
+
+_PROFILE_OPTIONS = ("profiles", "max_batch")
 
 
 def narrow_int64(array: Any, tensor: str) -> Any:
@@ -413,8 +422,8 @@ def _create(what: str, factory: Any, *args: Any) -> Any:
 def build_engine(trt: Any, onnx_path: str | Path, opts: BuildOptions, *, timing_cache: Path | None = None) -> bytes:
     """Build a serialized engine from ``onnx_path`` with the flags of this TensorRT (``plan_flags``).
 
-    Dynamic input dims get ``opts.profiles`` identical profiles with every dynamic dim set to
-    1 (one stream per context). ``timing_cache`` is read if present and written back after
+    Dynamic input dims get ``opts.profiles`` identical profiles: the batch dim from 1 to
+    ``opts.max_batch`` (tuned for the largest), any other dynamic dim 1. ``timing_cache`` is read if present and written back after
     the build.
     """
     version = version_tuple(trt.__version__)
@@ -445,8 +454,10 @@ def build_engine(trt: Any, onnx_path: str | Path, opts: BuildOptions, *, timing_
     for _ in range(max(1, opts.profiles) if dynamic else 0):
         profile = builder.create_optimization_profile()
         for tensor in dynamic:
-            shape = tuple(1 if d < 0 else d for d in tuple(tensor.shape))
-            profile.set_shape(tensor.name, shape, shape, shape)
+            dims = tuple(tensor.shape)
+            low = tuple(1 if d < 0 else d for d in dims)
+            high = tuple(int(opts.max_batch) if i == 0 and d < 0 else low[i] for i, d in enumerate(dims))
+            profile.set_shape(tensor.name, low, high, high)
         config.add_optimization_profile(profile)
     cache = None
     if timing_cache is not None:

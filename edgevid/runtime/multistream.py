@@ -1,0 +1,263 @@
+"""Many cameras on one model: each source a session of its own, all stepped in one call per tick.
+
+    with runtime.load("exports/tsm-online") as runner, runtime.MultiStreamSession(runner) as multi:
+        multi.add("door")
+        multi.add("yard")
+        for preds in ...:                                  # each tick: the sources with a new frame
+            preds = multi.push({"door": frame_a, "yard": frame_b})
+            for source, pred in preds.items(): ...
+
+What each source sees is exactly a ``StreamSession`` of its own: the same defaults from the
+manifest (every ``sampling.stride``-th frame stepped, scores averaged over ``sampling.frames``
+predictions), warm-up marking, a time-strided network's first output, its own gate. What
+differs is the call: the sources that step in a tick go through the network together, batch N,
+their states rows of the backend's batched buffers (``edgevid.runtime.backends.batch``).
+
+Per source:
+
+- a source absent from a tick's frames does not advance (cameras at different frame rates);
+- a gated source (its frame has not changed) keeps its state and is left out of the call;
+- ``reset(source)`` after a reconnect or a scene cut; ``remove(source)`` when it ends or fails,
+  while the others go on; sources may be added at any time;
+- non-finite scores for one source reset that source alone, and are reported in
+  ``failed`` for that tick (the others' predictions stand).
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Hashable, Mapping
+from typing import Any
+
+import numpy as np
+
+from edgevid.errors import EdgevidError
+from edgevid.runtime.backends.base import Runner, batch1_shape
+from edgevid.runtime.preprocess import check_frame, preprocess_frame
+from edgevid.runtime.session import Prediction, _Session
+
+
+class _Lane(_Session):
+    """One source's bookkeeping (frame counter, smoothing, warm-up, gate); its states are a row
+    of the batch, stepped by ``MultiStreamSession``."""
+
+    def __init__(self, runner: Runner, handle: int, topk: int, smooth: int | None, every: int | None,
+                 gate: Any) -> None:
+        sampling = runner.manifest.sampling
+        super().__init__(runner, "stream", topk, smooth or sampling.smooth or sampling.frames, every or sampling.stride)
+        self.handle = handle
+        self.frames = sampling.frames
+        self.first_output = sampling.first_output
+        self.gate = gate
+        self._steps = 0
+        self.reset_requested = False  # the gate asked for new states (a long still stretch)
+
+    def prepare(self, frame: np.ndarray) -> tuple[np.ndarray, int, float, float | None] | None:
+        """The network input of this frame (with its index and host latencies), or None when the
+        frame is not stepped (not due, gated, the motion warm-up)."""
+        self._check_open()
+        check_frame(frame)
+        if self.motion is not None:
+            self.motion.check_size(frame, self._pushed)
+        index = self._pushed
+        self._pushed += 1
+        if index % self.every or self._gated(frame):
+            return None
+        t0 = time.perf_counter()
+        if self.motion is None:
+            return preprocess_frame(frame, self.preprocess), index, (time.perf_counter() - t0) * 1e3, None
+        stack = self.motion.push(frame, index)
+        if stack is None:
+            return None
+        motion_ms = self.motion.last_ms
+        return stack, index, (time.perf_counter() - t0) * 1e3 - motion_ms, motion_ms
+
+    def _gated(self, frame: np.ndarray) -> bool:
+        if self.gate is None:
+            return False
+        decision = self.gate.decide(frame)
+        if decision == "reset":
+            self.reset_requested = True
+            self._steps = self._predicted = 0
+            if self.motion is not None:
+                self.motion.reset()
+        return decision == "skip"
+
+    def finish(self, logits: np.ndarray, index: int, latency: dict[str, float]) -> Prediction | None:
+        """The prediction of a step that ran (None before a time-strided network's first output)."""
+        self._steps += 1
+        if self._steps < self.first_output:
+            return None
+        return self._predict(logits, index, latency, self._steps < self.frames)
+
+    def reset(self) -> None:
+        """New states: the session resets this source's row (``reset_requested``)."""
+        self.clear()
+        self.reset_requested = True
+
+    def clear(self) -> None:
+        self._steps = 0
+        self._reset_common()
+        if self.gate is not None:
+            self.gate.clear()
+
+
+class MultiStreamSession:
+    """N sources of one stream-mode artifact, stepped together (see the module docstring).
+
+    ``batched=False`` steps each source's own backend stream one after another instead: the
+    naive way, kept for comparison (``edgevid bench --streams``). ``topk``, ``smooth``,
+    ``every`` are the defaults of every source (``add`` may override them).
+    """
+
+    def __init__(self, runner: Runner, *, topk: int = 5, smooth: int | None = None, every: int | None = None,
+                 batched: bool = True, batch: Any = None) -> None:
+        if not runner.is_loaded:
+            raise EdgevidError("the runner is not loaded: create it with edgevid.runtime.load()")
+        if runner.manifest.mode != "stream":
+            raise EdgevidError(f"{runner.manifest.model} was exported in {runner.manifest.mode} mode: several "
+                               "sources are stepped together only in stream mode (export with --mode stream)")
+        from edgevid.runtime.backends.batch import StreamsOneByOne
+
+        self.runner = runner
+        self.defaults = {"topk": topk, "smooth": smooth, "every": every}
+        self.batch = batch if batch is not None else runner.open_batch() if batched else StreamsOneByOne(runner)
+        self._x_shape = tuple(batch1_shape(runner.frame_input))[1:]
+        self._x_dtype = np.dtype(runner.frame_input.dtype)
+        self._lanes: dict[Hashable, _Lane] = {}
+        self.failed: dict[Hashable, str] = {}  # sources whose scores were not finite in the last tick
+        self.calls = 0  # network calls made
+        self.last_infer_ms = 0.0  # the last call's time (all sources of that tick)
+        self.last_batch = 0  # sources stepped in the last call
+        self.batched = batch is not None or batched
+        self._closed = False
+
+    @property
+    def sources(self) -> list[Hashable]:
+        """The sources, in the order they were added."""
+        return list(self._lanes)
+
+    def __len__(self) -> int:
+        return len(self._lanes)
+
+    def add(self, source: Hashable, *, gate: Any = None, **options: Any) -> None:
+        """A new source, its states at their initial values (``gate``: its own ``DeltaGate``)."""
+        self._check_open()
+        if source in self._lanes:
+            raise EdgevidError(f"source {source!r} is already in this session")
+        unknown = set(options) - set(self.defaults)
+        if unknown:
+            raise EdgevidError(f"unknown source option(s): {', '.join(sorted(unknown))}")
+        handle = self.batch.open()
+        try:
+            self._lanes[source] = _Lane(self.runner, handle, gate=gate, **(self.defaults | options))
+        except BaseException:
+            self.batch.close_stream(handle)
+            raise
+
+    def remove(self, source: Hashable) -> None:
+        """Drop a source (it ended, failed, or its camera is gone); the others go on."""
+        lane = self._lane(source)
+        self.batch.close_stream(lane.handle)
+        lane.close()
+        del self._lanes[source]
+
+    def reset(self, source: Hashable) -> None:
+        """New states for one source: a camera reconnect, a scene cut, a gap in its frames."""
+        lane = self._lane(source)
+        self.batch.reset(lane.handle)
+        lane.clear()
+
+    def last(self, source: Hashable) -> Prediction | None:
+        """The source's latest prediction."""
+        return self._lane(source).last
+
+    def push(self, frames: Mapping[Hashable, np.ndarray]) -> dict[Hashable, Prediction]:
+        """One tick: each named source's next BGR frame. Returns the predictions made, by source.
+
+        Sources not named do not advance. One network call steps every source whose frame is
+        due and not gated; there is none when no source's is.
+        """
+        self._check_open()
+        lanes = [(source, self._lane(source)) for source in frames]
+        due: list[tuple[Hashable, _Lane, tuple[np.ndarray, int, float, float | None]]] = []
+        for source, lane in lanes:
+            ready = lane.prepare(frames[source])
+            if lane.reset_requested:  # the gate restarted this source after a long still stretch
+                self.batch.reset(lane.handle)
+                lane.reset_requested = False
+            if ready is not None:
+                due.append((source, lane, ready))
+        return self._step(due)
+
+    def push_inputs(self, inputs: Mapping[Hashable, np.ndarray]) -> dict[Hashable, Prediction]:
+        """Like ``push`` for frames already preprocessed (the graph's input for one step)."""
+        self._check_open()
+        due = []
+        for source, x in inputs.items():
+            lane = self._lane(source)
+            if not isinstance(x, np.ndarray) or x.shape != self._x_shape:
+                raise EdgevidError(f"push_inputs expects preprocessed frames of shape {self._x_shape}, "
+                                   f"got {getattr(x, 'shape', type(x).__name__)} for {source!r}")
+            index = lane._pushed
+            lane._pushed += 1
+            if index % lane.every == 0:
+                due.append((source, lane, (x, index, 0.0, None)))
+        return self._step(due)
+
+    def _step(self, due: list) -> dict[Hashable, Prediction]:
+        self.failed = {}
+        if not due:
+            return {}
+        x = np.stack([ready[0] for _, _, ready in due]).astype(self._x_dtype, copy=False)
+        t0 = time.perf_counter()
+        try:
+            logits = self.batch.step([lane.handle for _, lane, _ in due], x)
+        except EdgevidError:
+            raise
+        except Exception as exc:  # noqa: BLE001 - backend libraries raise their own types
+            from edgevid.runtime.backends.base import BackendError
+
+            first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+            raise BackendError(f"{self.runner.name} failed stepping {len(due)} sources: {first}") from exc
+        infer_ms = (time.perf_counter() - t0) * 1e3
+        self.calls += 1
+        self.last_infer_ms, self.last_batch = infer_ms, len(due)
+        out: dict[Hashable, Prediction] = {}
+        for row, (source, lane, (_, index, pre_ms, motion_ms)) in enumerate(due):
+            try:
+                pred = lane.finish(logits[row], index, lane._latency(pre_ms, infer_ms, motion_ms))
+            except EdgevidError as exc:  # non-finite scores: this source starts over, the others stand
+                self.batch.reset(lane.handle)
+                lane.reset_requested = False
+                self.failed[source] = str(exc)
+                continue
+            if pred is not None:
+                out[source] = pred
+        return out
+
+    def _lane(self, source: Hashable) -> _Lane:
+        self._check_open()
+        try:
+            return self._lanes[source]
+        except KeyError:
+            raise EdgevidError(f"no source {source!r} in this session") from None
+
+    def _check_open(self) -> None:
+        if self._closed:
+            raise EdgevidError("this session is closed: open a new one")
+
+    def close(self) -> None:
+        """Release the batch and every source."""
+        if not self._closed:
+            for lane in self._lanes.values():
+                lane.close()
+            self._lanes.clear()
+            self.batch.close()
+        self._closed = True
+
+    def __enter__(self) -> MultiStreamSession:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
