@@ -255,6 +255,22 @@ def test_run_triton_prints_what_a_local_run_prints(served, runtime_video, capsys
         assert abs(r["score"] - loc["score"]) <= 1e-5
 
 
+def test_run_triton_with_several_sources_gives_each_its_sequence(served, runtime_video, capsys):
+    """Two sources on the server: each its own sequence, each the predictions of a local run."""
+    from edgevid.cli import main
+
+    server, name, artifact = served
+    assert main(["run", "--triton", server.grpc_url, "--model", name, "--video", str(runtime_video),
+                 "--video", str(runtime_video), "--json"]) == 0
+    remote = [json.loads(line) for line in capsys.readouterr().out.splitlines()]
+    assert main(["run", str(artifact), "--backend", "onnxruntime", "--video", str(runtime_video), "--json"]) == 0
+    local = [json.loads(line) for line in capsys.readouterr().out.splitlines() if '"result"' not in line]
+    for source in (str(runtime_video), f"{runtime_video} #2"):
+        mine = [r for r in remote if r.get("source") == source and "result" not in r]
+        assert [(r["frame"], r["label"]) for r in mine] == [(r["frame"], r["label"]) for r in local]
+        assert max(abs(a["score"] - b["score"]) for a, b in zip(mine, local)) <= 1e-5
+
+
 def test_a_server_that_is_down_is_one_line(capsys, runtime_video):
     from edgevid.cli import main
 
