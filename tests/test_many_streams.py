@@ -344,3 +344,30 @@ def test_bench_streams_bad_input(runtime_stream_artifact, argv, message):
 def test_bench_streams_refuses_a_clip_artifact(runtime_clip_artifact):
     proc = _edgevid("bench", runtime_clip_artifact, "--streams", "2")
     assert proc.returncode == 2 and "clip mode" in proc.stderr, proc.stderr
+
+
+def test_recorded_sources_keep_their_frame_rates_and_live_ones_their_newest_frame(tmp_path):
+    from edgevid.runtime import open_source
+    from edgevid.runtime.cameras import SourceSet
+
+    vids = _videos((10, 4, 6), seed=3)
+    a = _write(tmp_path / "a.avi", vids["cam0"], 25.0)
+    b = _write(tmp_path / "b.avi", vids["cam1"], 10.0)
+    c = _write(tmp_path / "c.avi", vids["cam2"], 25.0)
+    sources = SourceSet({"a": open_source(a), "b": open_source(b)})
+    ticks = list(sources.ticks())
+    sources.close()
+    # a at 0, 40, 80 ... 360 ms, b at 0, 100, 200, 300 ms: 12 ticks with frames, both only at 0 and
+    # 200 ms; at 400 ms both find their end
+    assert len(ticks) == 13 and not ticks[-1].frames and sorted(ticks[-1].ended) == ["a", "b"]
+    assert [sorted(t.frames) for t in ticks if len(t.frames) == 2] == [["a", "b"], ["a", "b"]]
+    assert sum("a" in t.frames for t in ticks) == 10 and sum("b" in t.frames for t in ticks) == 4
+    assert sorted(n for t in ticks for n in t.ended) == ["a", "b"] and not any(t.failed for t in ticks)
+    # A live source (a file read as a camera): a thread hands out its newest frame; when it stops
+    # delivering it is reported failed, not ended.
+    live = SourceSet({"cam": open_source(c, live=True)})
+    got = list(live.ticks())
+    live.close()
+    assert 1 <= sum(len(t.frames) for t in got) <= 6
+    failed = [t.failed["cam"] for t in got if t.failed]
+    assert len(failed) == 1 and "stopped delivering frames" in failed[0]
