@@ -155,8 +155,8 @@ class OpenVinoRunner(Runner):
         stateful infer request per stream and runs them concurrently (THROUGHPUT streams);
         ``"batch"`` steps them in one call of the dynamic-batch model with explicit states. The
         default is the faster of the two as measured (benchmarks/bench_many_streams.py: 8 streams
-        of the shipped TSM on 2 cores, requests 1.4x the frames/s of 8 sessions at 112 px and 2.0x
-        at 224 px, one batched call 0.95x and 1.1x: the CPU plugin runs the dynamic-batch model
+        of the shipped TSM on 2 cores, requests 1.89x the frames/s of 8 sessions at 112 px and 1.21x
+        at 224 px, one batched call 0.99x and 0.82x: the CPU plugin runs the dynamic-batch model
         slower than its static batch-1 stateful one).
         """
         self._require_stream_mode()
