@@ -5,6 +5,9 @@ Each stream owns two buffers per state and two ``IOBinding`` objects prepared on
 way round. A step copies the frame into its fixed input OrtValue, runs the binding of the
 current parity and flips it, so states never make a numpy round-trip and nothing is
 re-bound per step. With the CUDA execution provider the buffers live on the GPU.
+
+Many streams at once (``open_batch``, ``OrtStreamBatch``): the same ping-pong over batched host
+buffers, one row per stream, one call per tick.
 """
 
 from __future__ import annotations

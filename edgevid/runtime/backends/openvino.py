@@ -10,6 +10,10 @@ request); ``reset()`` calls ``reset_state()``.
 without variable support): two infer requests per stream whose state tensors are set once,
 crosswise, so the outputs of one step are the inputs of the next with no copies.
 
+Many streams at once (``open_batch``): one stateful request each, all in flight together on a
+THROUGHPUT-compiled model (``OvRequestQueue``, the default), or one call of the dynamic-batch model
+with every stream's states as rows of explicit inputs (``OvStreamBatch``).
+
 Models compile with the inference precision the export validated with
 (``build.openvino.inference_precision``; f32 for fp32 artifacts that do not say): the CPU
 plugin otherwise runs in bf16 on CPUs that have it, and the outputs drift from the export.
