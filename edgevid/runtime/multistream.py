@@ -56,7 +56,6 @@ class _Lane(_Session):
         """The network input of this frame (with its index and host latencies), or None when the
         frame is not stepped (not due, gated, the motion warm-up)."""
         self._check_open()
-        check_frame(frame)
         if self.motion is not None:
             self.motion.check_size(frame, self._pushed)
         index = self._pushed
@@ -180,6 +179,8 @@ class MultiStreamSession:
         """
         self._check_open()
         lanes = [(source, self._lane(source)) for source in frames]
+        for frame in frames.values():  # every frame checked before any source counts one
+            check_frame(frame)
         due: list[tuple[Hashable, _Lane, tuple[np.ndarray, int, float, float | None]]] = []
         for source, lane in lanes:
             ready = lane.prepare(frames[source])
@@ -193,12 +194,18 @@ class MultiStreamSession:
     def push_inputs(self, inputs: Mapping[Hashable, np.ndarray]) -> dict[Hashable, Prediction]:
         """Like ``push`` for frames already preprocessed (the graph's input for one step)."""
         self._check_open()
-        due = []
-        for source, x in inputs.items():
-            lane = self._lane(source)
+        for source, x in inputs.items():  # all checked before any source counts one
+            self._lane(source)
             if not isinstance(x, np.ndarray) or x.shape != self._x_shape:
                 raise EdgevidError(f"push_inputs expects preprocessed frames of shape {self._x_shape}, "
                                    f"got {getattr(x, 'shape', type(x).__name__)} for {source!r}")
+            if (x.dtype.kind == "f") != (self._x_dtype.kind == "f") or \
+                    (x.dtype.kind == "f" and not np.isfinite(np.vdot(x, x))):
+                raise EdgevidError(f"push_inputs expects finite {self._x_dtype} pixels for {source!r}, got "
+                                   f"{x.dtype}{' with NaN/inf' if x.dtype.kind == 'f' else ''}; nothing was fed")
+        due = []
+        for source, x in inputs.items():
+            lane = self._lanes[source]
             index = lane._pushed
             lane._pushed += 1
             if index % lane.every == 0:
