@@ -318,3 +318,22 @@ def test_int8_stream_of_a_strided_entry_with_non_local_blocks_passes_its_validat
                       target="onnxruntime", precision="int8", frames=16, size=size, calib_size=4, progress=False)
     assert manifest.validation["onnxruntime"]["passed"]
     assert manifest.build["int8"]["attention"]["blocks"] == 5
+
+
+@pytest.mark.parametrize("entry,builder", [("mc3-18-online", "mc3_18"), ("r2plus1d-18-online", "r2plus1d_18")])
+def test_online_3d_resnets_start_from_torchvision_checkpoints(entry, builder, tmp_path):
+    """The way to train them past memorising synthetic videos (README): Kinetics weights in torchvision's
+    layout, as `edgevid zoo fetch mc3-18 --weights kinetics400` writes them, load into the -online entry
+    tensor for tensor (here a seeded torchvision model of that layout: no downloads)."""
+    import torchvision
+
+    from edgevid.models import build_model
+
+    torch.manual_seed(0)
+    reference = getattr(torchvision.models.video, builder)().state_dict()
+    path = tmp_path / f"{builder}.pth"
+    torch.save(reference, path)
+    loaded = build_model(entry, checkpoint=str(path)).state_dict()
+    assert len(loaded) == len(reference) and loaded["net.fc.weight"].shape[0] == 400
+    for key, value in reference.items():
+        assert torch.equal(loaded[f"net.{key}"], value), key
