@@ -32,7 +32,10 @@ def add_parser(subparsers: Any) -> None:
         description="Run an exported artifact (see `edgevid export`) on frames and print the running "
         "top prediction, then a final `result:` line (label, score, frames, predictions). Predictions made "
         "before a stream has seen the model's clip length are marked as warm-up. A summary with fps and "
-        "per-stage latency goes to stderr at the end.",
+        "per-stage latency goes to stderr at the end. With several sources (--video repeated, --camera, --sources) "
+        "one batched network call per tick steps every source that has a new frame; each line names its source, "
+        "each source ends with its own result line, and one that fails is reported and dropped while the others "
+        "go on (exit 1).",
     )
     p.add_argument("artifact", metavar="DIR", nargs="?",
                    help="artifact directory (manifest.json + model files), or a bundle from `edgevid deploy`; "
@@ -75,7 +78,7 @@ def add_parser(subparsers: Any) -> None:
                    "is refused")
     p.add_argument("--force", action="store_true",
                    help="with --output: replace an existing annotated video that edgevid wrote (never another file)")
-    p.add_argument("--max-frames", type=positive, metavar="N", help="stop after N frames")
+    p.add_argument("--max-frames", type=positive, metavar="N", help="stop after N frames (of each source)")
     p.add_argument("--gate", metavar="delta[:T[:POLICY]]",
                    help="stream mode: skip the steps whose frame has not changed since the last processed one "
                    "(mean absolute difference of 32x32 grey thumbnails below T grey levels, default 1.0); POLICY "
