@@ -33,72 +33,25 @@ import numpy as np
 
 from edgevid.errors import EdgevidError
 from edgevid.runtime.backends.base import Runner, batch1_shape
-from edgevid.runtime.preprocess import check_frame, preprocess_frame
-from edgevid.runtime.session import Prediction, _Session
+from edgevid.runtime.preprocess import check_frame
+from edgevid.runtime.session import Prediction, StreamSession
 
 
-class _Lane(_Session):
-    """One source's bookkeeping (frame counter, smoothing, warm-up, gate); its states are a row
-    of the batch, stepped by ``MultiStreamSession``."""
+class _Row:
+    """A ``StreamSession``'s states as one row of a ``StreamBatch``: reset and close act on that row;
+    steps are taken for all rows at once by ``MultiStreamSession``."""
 
-    def __init__(self, runner: Runner, handle: int, topk: int, smooth: int | None, every: int | None,
-                 gate: Any) -> None:
-        sampling = runner.manifest.sampling
-        super().__init__(runner, "stream", topk, smooth or sampling.smooth or sampling.frames, every or sampling.stride)
-        self.handle = handle
-        self.frames = sampling.frames
-        self.first_output = sampling.first_output
-        self.gate = gate
-        self._steps = 0
-        self.reset_requested = False  # the gate asked for new states (a long still stretch)
+    def __init__(self, batch: Any, handle: int) -> None:
+        self.batch, self.handle = batch, handle
 
-    def prepare(self, frame: np.ndarray) -> tuple[np.ndarray, int, float, float | None] | None:
-        """The network input of this frame (with its index and host latencies), or None when the
-        frame is not stepped (not due, gated, the motion warm-up)."""
-        self._check_open()
-        if self.motion is not None:
-            self.motion.check_size(frame, self._pushed)
-        index = self._pushed
-        self._pushed += 1
-        if index % self.every or self._gated(frame):
-            return None
-        t0 = time.perf_counter()
-        if self.motion is None:
-            return preprocess_frame(frame, self.preprocess), index, (time.perf_counter() - t0) * 1e3, None
-        stack = self.motion.push(frame, index)
-        if stack is None:
-            return None
-        motion_ms = self.motion.last_ms
-        return stack, index, (time.perf_counter() - t0) * 1e3 - motion_ms, motion_ms
-
-    def _gated(self, frame: np.ndarray) -> bool:
-        if self.gate is None:
-            return False
-        decision = self.gate.decide(frame)
-        if decision == "reset":
-            self.reset_requested = True
-            self._steps = self._predicted = 0
-            if self.motion is not None:
-                self.motion.reset()
-        return decision == "skip"
-
-    def finish(self, logits: np.ndarray, index: int, latency: dict[str, float]) -> Prediction | None:
-        """The prediction of a step that ran (None before a time-strided network's first output)."""
-        self._steps += 1
-        if self._steps < self.first_output:
-            return None
-        return self._predict(logits, index, latency, self._steps < self.frames)
+    def step(self, frame: np.ndarray) -> np.ndarray:
+        raise EdgevidError("a source of a MultiStreamSession is stepped by its push(), not on its own")
 
     def reset(self) -> None:
-        """New states: the session resets this source's row (``reset_requested``)."""
-        self.clear()
-        self.reset_requested = True
+        self.batch.reset(self.handle)
 
-    def clear(self) -> None:
-        self._steps = 0
-        self._reset_common()
-        if self.gate is not None:
-            self.gate.clear()
+    def close(self) -> None:
+        self.batch.close_stream(self.handle)
 
 
 class MultiStreamSession:
@@ -123,7 +76,7 @@ class MultiStreamSession:
         self.batch = batch if batch is not None else runner.open_batch() if batched else StreamsOneByOne(runner)
         self._x_shape = tuple(batch1_shape(runner.frame_input))[1:]
         self._x_dtype = np.dtype(runner.frame_input.dtype)
-        self._lanes: dict[Hashable, _Lane] = {}
+        self._lanes: dict[Hashable, StreamSession] = {}  # each source's session, its states a row of the batch
         self.failed: dict[Hashable, str] = {}  # sources whose scores were not finite in the last tick
         self.calls = 0  # network calls made
         self.last_infer_ms = 0.0  # the last call's time (all sources of that tick)
@@ -147,25 +100,21 @@ class MultiStreamSession:
         unknown = set(options) - set(self.defaults)
         if unknown:
             raise EdgevidError(f"unknown source option(s): {', '.join(sorted(unknown))}")
-        handle = self.batch.open()
+        row = _Row(self.batch, self.batch.open())
         try:
-            self._lanes[source] = _Lane(self.runner, handle, gate=gate, **(self.defaults | options))
+            self._lanes[source] = StreamSession(self.runner, gate=gate, stream=row, **(self.defaults | options))
         except BaseException:
-            self.batch.close_stream(handle)
+            row.close()
             raise
 
     def remove(self, source: Hashable) -> None:
         """Drop a source (it ended, failed, or its camera is gone); the others go on."""
-        lane = self._lane(source)
-        self.batch.close_stream(lane.handle)
-        lane.close()
+        self._lane(source).close()  # closes its row too
         del self._lanes[source]
 
     def reset(self, source: Hashable) -> None:
         """New states for one source: a camera reconnect, a scene cut, a gap in its frames."""
-        lane = self._lane(source)
-        self.batch.reset(lane.handle)
-        lane.clear()
+        self._lane(source).reset()
 
     def last(self, source: Hashable) -> Prediction | None:
         """The source's latest prediction."""
@@ -181,12 +130,9 @@ class MultiStreamSession:
         lanes = [(source, self._lane(source)) for source in frames]
         for frame in frames.values():  # every frame checked before any source counts one
             check_frame(frame)
-        due: list[tuple[Hashable, _Lane, tuple[np.ndarray, int, float, float | None]]] = []
+        due: list[tuple[Hashable, StreamSession, tuple[np.ndarray, int, float, float | None]]] = []
         for source, lane in lanes:
-            ready = lane.prepare(frames[source])
-            if lane.reset_requested:  # the gate restarted this source after a long still stretch
-                self.batch.reset(lane.handle)
-                lane.reset_requested = False
+            ready = lane._input_of(frames[source])  # counts the frame, asks the gate (which may reset the row)
             if ready is not None:
                 due.append((source, lane, ready))
         return self._step(due)
@@ -208,7 +154,7 @@ class MultiStreamSession:
             lane = self._lanes[source]
             index = lane._pushed
             lane._pushed += 1
-            if index % lane.every == 0:
+            if lane._wants(index):
                 due.append((source, lane, (x, index, 0.0, None)))
         return self._step(due)
 
@@ -219,7 +165,7 @@ class MultiStreamSession:
         x = np.stack([ready[0] for _, _, ready in due]).astype(self._x_dtype, copy=False)
         t0 = time.perf_counter()
         try:
-            logits = self.batch.step([lane.handle for _, lane, _ in due], x)
+            logits = self.batch.step([lane._stream.handle for _, lane, _ in due], x)
         except EdgevidError:
             raise
         except Exception as exc:  # noqa: BLE001 - backend libraries raise their own types
@@ -233,17 +179,15 @@ class MultiStreamSession:
         out: dict[Hashable, Prediction] = {}
         for row, (source, lane, (_, index, pre_ms, motion_ms)) in enumerate(due):
             try:
-                pred = lane.finish(logits[row], index, lane._latency(pre_ms, infer_ms, motion_ms))
-            except EdgevidError as exc:  # non-finite scores: this source starts over, the others stand
-                self.batch.reset(lane.handle)
-                lane.reset_requested = False
+                pred = lane._finish(logits[row], index, lane._latency(pre_ms, infer_ms, motion_ms))
+            except EdgevidError as exc:  # non-finite scores: that session reset itself (its row too); the others stand
                 self.failed[source] = str(exc)
                 continue
             if pred is not None:
                 out[source] = pred
         return out
 
-    def _lane(self, source: Hashable) -> _Lane:
+    def _lane(self, source: Hashable) -> StreamSession:
         self._check_open()
         try:
             return self._lanes[source]

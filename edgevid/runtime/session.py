@@ -164,6 +164,12 @@ class _Session:
         A frame that is not a uint8 image array (a list, float pixels, 0x0) is refused with an
         ``EdgevidError`` before it counts.
         """
+        ready = self._input_of(frame)
+        return None if ready is None else self._consume(*ready)
+
+    def _input_of(self, frame: np.ndarray) -> tuple[np.ndarray, int, float, float | None] | None:
+        """The network input of the next frame, its index, the host's preprocess and motion ms; None
+        when the frame is not stepped (not due, gated, the motion warm-up). The frame counts either way."""
         self._check_open()
         check_frame(frame)
         if self.motion is not None:  # a new video's frame is refused before it counts
@@ -174,13 +180,12 @@ class _Session:
             return None
         t0 = time.perf_counter()
         if self.motion is None:
-            x = preprocess_frame(frame, self.preprocess)
-            return self._consume(x, index, (time.perf_counter() - t0) * 1e3)
+            return preprocess_frame(frame, self.preprocess), index, (time.perf_counter() - t0) * 1e3, None
         stack = self.motion.push(frame, index)
         if stack is None:  # the motion warm-up: L + 1 frames make the first stack
             return None
         motion_ms = self.motion.last_ms
-        return self._consume(stack, index, (time.perf_counter() - t0) * 1e3 - motion_ms, motion_ms)
+        return stack, index, (time.perf_counter() - t0) * 1e3 - motion_ms, motion_ms
 
     def push_input(self, x: np.ndarray) -> Prediction | None:
         """Like ``push`` for a frame already preprocessed (CHW float32, or HWC uint8).
@@ -250,7 +255,7 @@ class StreamSession(_Session):
     """Per-frame predictions from a streaming model; states live in the backend stream."""
 
     def __init__(self, runner: Runner, *, topk: int = 5, smooth: int | None = None, every: int | None = None,
-                 gate: Any = None) -> None:
+                 gate: Any = None, stream: Any = None) -> None:
         # Defaults reproduce what the model was trained on: steps ``sampling.stride`` frames
         # apart (the temporal gap its shift learned), scores averaged over the last
         # ``sampling.frames`` steps (the clip's average consensus), or ``sampling.smooth``
@@ -263,7 +268,9 @@ class StreamSession(_Session):
         self._steps = 0  # model steps since the last reset
         # A ``edgevid.runtime.gating.DeltaGate``: skips the steps whose frame has not changed.
         self.gate = gate
-        self._stream = runner.open_stream()
+        # Where the states live: a backend stream of its own, or (``stream``) one row of a batch of
+        # streams that ``MultiStreamSession`` steps for many sessions at once.
+        self._stream = stream if stream is not None else runner.open_stream()
 
     def _wants(self, index: int) -> bool:
         return index % self.every == 0
@@ -285,11 +292,14 @@ class StreamSession(_Session):
         t0 = time.perf_counter()
         logits = self._call(self._stream.step, index, x[None])
         infer_ms = (time.perf_counter() - t0) * 1e3
+        return self._finish(logits[0], index, self._latency(preprocess_ms, infer_ms, motion_ms))
+
+    def _finish(self, logits: np.ndarray, index: int, latency: dict[str, float]) -> Prediction | None:
+        """The prediction of a step that ran (its logits (K,)); None before a strided network's first output."""
         self._steps += 1
         if self._steps < self.first_output:  # a time-strided network has no output yet (its held zeros)
             return None
-        return self._predict(logits[0], index, self._latency(preprocess_ms, infer_ms, motion_ms),
-                             self._steps < self.frames)
+        return self._predict(logits, index, latency, self._steps < self.frames)
 
     def reset(self) -> None:
         """Back to the initial states: new video, scene cut, camera reconnect, gap in frames."""
