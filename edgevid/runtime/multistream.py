@@ -63,7 +63,7 @@ class MultiStreamSession:
     """
 
     def __init__(self, runner: Runner, *, topk: int = 5, smooth: int | None = None, every: int | None = None,
-                 batched: bool = True, batch: Any = None) -> None:
+                 batched: bool = True) -> None:
         if not runner.is_loaded:
             raise EdgevidError("the runner is not loaded: create it with edgevid.runtime.load()")
         if runner.manifest.mode != "stream":
@@ -73,7 +73,7 @@ class MultiStreamSession:
 
         self.runner = runner
         self.defaults = {"topk": topk, "smooth": smooth, "every": every}
-        self.batch = batch if batch is not None else runner.open_batch() if batched else StreamsOneByOne(runner)
+        self.batch = runner.open_batch() if batched else StreamsOneByOne(runner)
         self._x_shape = tuple(batch1_shape(runner.frame_input))[1:]
         self._x_dtype = np.dtype(runner.frame_input.dtype)
         self._lanes: dict[Hashable, StreamSession] = {}  # each source's session, its states a row of the batch
@@ -81,7 +81,7 @@ class MultiStreamSession:
         self.calls = 0  # network calls made
         self.last_infer_ms = 0.0  # the last call's time (all sources of that tick)
         self.last_batch = 0  # sources stepped in the last call
-        self.batched = batch is not None or batched
+        self.batched = batched
         self._closed = False
 
     @property
