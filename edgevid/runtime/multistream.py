@@ -3,11 +3,12 @@
     with runtime.load("exports/tsm-online") as runner, runtime.MultiStreamSession(runner) as multi:
         multi.add("door")
         multi.add("yard")
-        for preds in ...:                                  # each tick: the sources with a new frame
+        while True:                                        # a tick: the sources that have a new frame
             preds = multi.push({"door": frame_a, "yard": frame_b})
             for source, pred in preds.items(): ...
 
-What each source sees is exactly a ``StreamSession`` of its own: the same defaults from the
+Each source is a ``StreamSession`` whose states are one row of the batch, so it behaves as one
+alone: the same defaults from the
 manifest (every ``sampling.stride``-th frame stepped, scores averaged over ``sampling.frames``
 predictions), warm-up marking, a time-strided network's first output, its own gate. What
 differs is the call: the sources that step in a tick go through the network together, batch N,
