@@ -203,8 +203,8 @@ def test_misuse_is_one_clear_error(ort_runner, runtime_clip_artifact, videos):
         multi.add("b")
         with pytest.raises(EdgevidError):  # a bad frame for b: a counted none of the tick
             multi.push({"a": videos["cam0"][0], "b": np.zeros((0, 0, 3), np.uint8)})
-        nan = np.full(multi._x_shape, np.nan, np.float32)
-        with pytest.raises(EdgevidError, match="NaN"):
+        nan = np.full(multi._lanes["a"]._x_shape, np.nan, np.float32)
+        with pytest.raises(EdgevidError, match="non-finite"):
             multi.push_inputs({"a": nan * 0 + 1, "b": nan})
         assert multi._lanes["a"]._pushed == 0 and multi._lanes["b"]._pushed == 0
     with pytest.raises(EdgevidError, match="closed"):

@@ -33,7 +33,7 @@ from typing import Any
 import numpy as np
 
 from edgevid.errors import EdgevidError
-from edgevid.runtime.backends.base import Runner, batch1_shape
+from edgevid.runtime.backends.base import Runner
 from edgevid.runtime.preprocess import check_frame
 from edgevid.runtime.session import Prediction, StreamSession
 
@@ -75,8 +75,7 @@ class MultiStreamSession:
         self.runner = runner
         self.defaults = {"topk": topk, "smooth": smooth, "every": every}
         self.batch = runner.open_batch() if batched else StreamsOneByOne(runner)
-        self._x_shape = tuple(batch1_shape(runner.frame_input))[1:]
-        self._x_dtype = np.dtype(runner.frame_input.dtype)
+        self._x_dtype = np.dtype(runner.frame_input.dtype)  # the batch's frames, stacked
         self._lanes: dict[Hashable, StreamSession] = {}  # each source's session, its states a row of the batch
         self.failed: dict[Hashable, str] = {}  # sources whose scores were not finite in the last tick
         self.calls = 0  # network calls made
@@ -142,14 +141,7 @@ class MultiStreamSession:
         """Like ``push`` for frames already preprocessed (the graph's input for one step)."""
         self._check_open()
         for source, x in inputs.items():  # all checked before any source counts one
-            self._lane(source)
-            if not isinstance(x, np.ndarray) or x.shape != self._x_shape:
-                raise EdgevidError(f"push_inputs expects preprocessed frames of shape {self._x_shape}, "
-                                   f"got {getattr(x, 'shape', type(x).__name__)} for {source!r}")
-            if (x.dtype.kind == "f") != (self._x_dtype.kind == "f") or \
-                    (x.dtype.kind == "f" and not np.isfinite(np.vdot(x, x))):
-                raise EdgevidError(f"push_inputs expects finite {self._x_dtype} pixels for {source!r}, got "
-                                   f"{x.dtype}{' with NaN/inf' if x.dtype.kind == 'f' else ''}; nothing was fed")
+            self._lane(source)._check_input(x)
         due = []
         for source, x in inputs.items():
             lane = self._lanes[source]

@@ -193,6 +193,15 @@ class _Session:
         The shape must be the graph's frame input for one step; float pixels must be finite
         (a NaN would poison the temporal states), and are refused otherwise.
         """
+        self._check_input(x)
+        index = self._pushed
+        self._pushed += 1
+        if not self._wants(index):
+            return None
+        return self._consume(x, index, 0.0)
+
+    def _check_input(self, x: np.ndarray) -> None:
+        """Refuse what ``push_input`` must not feed: not an array, another shape or dtype, NaN/inf pixels."""
         self._check_open()
         if not isinstance(x, np.ndarray):
             raise EdgevidError(f"push_input takes a numpy array, got {type(x).__name__}")
@@ -206,11 +215,6 @@ class _Session:
                 raise EdgevidError("push_input got a frame with non-finite values (NaN/inf); it was not fed")
         elif x.dtype != self._x_dtype:
             raise EdgevidError(f"push_input expects {self._x_dtype} pixels, got dtype {x.dtype}")
-        index = self._pushed
-        self._pushed += 1
-        if not self._wants(index):
-            return None
-        return self._consume(x, index, 0.0)
 
     def _call(self, fn: Any, index: int, *args: Any) -> Any:
         """A backend call; a backend's own exception (an allocation that failed, a device lost)

@@ -48,11 +48,6 @@ class StreamBatch(ABC):
     def __len__(self) -> int:
         return len(self._handles)
 
-    @property
-    def handles(self) -> list[int]:
-        """The open streams, in row order."""
-        return list(self._handles)
-
     def open(self) -> int:
         """A new stream with its states at their initial values; returns its handle."""
         self._check_open()

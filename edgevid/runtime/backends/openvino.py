@@ -339,7 +339,6 @@ class OvStreamBatch(NumpyStreamBatch):
         self._ports = {port.get_any_name(): port for port in compiled.outputs}
 
     def _infer(self, feeds: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
-        self.runner._last_request = self._batch_request
         # Inputs are copied in, not shared: the CPU plugin binds a shared input into the graph's own
         # memory, and the next request of the compiled model (``infer``, another batch) then wrote into
         # state rows freed meanwhile (heap corruption, seen with 2026.4). Outputs are read at once.
